@@ -1,0 +1,69 @@
+// Package pgnotifytest holds pgnotify's integration and fault tests, which run
+// against a real PostgreSQL server that TestMain provides.
+package pgnotifytest
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
+)
+
+// connString is the server every test here uses: PGNOTIFY_TEST_DATABASE_URL,
+// or a cluster TestMain started. It is empty under -short. Set by TestMain
+// before any test runs; read-only after.
+var connString string
+
+// TestMain provides the server and, after the tests, fails the run if any
+// goroutine is left behind. Missing server binaries fail the run: without a
+// server these tests would prove nothing.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	url, stop, err := pgtmp.FromEnv(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgnotifytest: no server for the integration tests (go test -short runs the rest): %v\n", err)
+		os.Exit(1)
+	}
+	connString = url
+
+	code := m.Run()
+	if leaks := findLeaks(); leaks != nil {
+		fmt.Fprintf(os.Stderr, "pgnotifytest: goroutines still running after the tests:\n%v\n", leaks)
+		if code == 0 {
+			code = 1
+		}
+	}
+	stop()
+	os.Exit(code)
+}
+
+// findLeaks returns the goroutines that are still running once the tests
+// are over, after giving goroutines that are on their way out a few seconds
+// to finish. Nothing is ignored: every test closes what it opens, and
+// connect waits for pgconn's cleanup goroutine, so any goroutine left is a
+// leak. The cluster is still up here (stop runs after), so a leak that hangs
+// on the server shows as itself, not as a connection error.
+func findLeaks() error {
+	// Each Find retries for about half a second; keep asking for longer,
+	// since a goroutine ending after a network round trip can take that long
+	// on a loaded machine under -race.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := goleak.Find()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+	}
+}

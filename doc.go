@@ -1,0 +1,2 @@
+// Package pgnotify is PostgreSQL LISTEN/NOTIFY for pgx v5.
+package pgnotify

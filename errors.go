@@ -1,0 +1,76 @@
+package pgnotify
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Match them with [errors.Is]; the errors pgnotify returns
+// wrap them with the detail (which connection, which name).
+var (
+	// ErrClosed is returned by every Manager method after [Manager.Close].
+	ErrClosed = errors.New("pgnotify: manager closed")
+
+	// ErrAlreadyAdded is returned by [Manager.Add] for a connection that is
+	// already a member (or is named twice in one call).
+	ErrAlreadyAdded = errors.New("pgnotify: connection already added")
+
+	// ErrNotManaged is returned for a connection that is not a member of the
+	// manager.
+	ErrNotManaged = errors.New("pgnotify: connection not managed")
+
+	// ErrInvalidChannel is returned for a channel name the server would
+	// reject or silently change: empty, longer than 63 bytes, containing a NUL
+	// byte, or not valid UTF-8.
+	ErrInvalidChannel = errors.New("pgnotify: invalid channel name")
+
+	// ErrPayloadTooLong is returned for a payload of 8000 bytes or more, which
+	// the server would reject.
+	ErrPayloadTooLong = errors.New("pgnotify: payload too long")
+)
+
+// channelError says which channel name was rejected and why. It unwraps to
+// ErrInvalidChannel.
+type channelError struct {
+	name   string
+	reason string
+}
+
+func (e *channelError) Error() string {
+	return fmt.Sprintf("pgnotify: invalid channel name %q: %s", truncate(e.name, 80), e.reason)
+}
+
+func (e *channelError) Unwrap() error { return ErrInvalidChannel }
+
+// payloadError says which message's payload was too long. The payload itself
+// never appears in the error: it may hold data the application keeps private.
+type payloadError struct {
+	channel string
+	size    int
+}
+
+func (e *payloadError) Error() string {
+	return fmt.Sprintf("pgnotify: payload for channel %q is %d bytes; the limit is %d",
+		truncate(e.channel, 80), e.size, maxPayloadLen)
+}
+
+func (e *payloadError) Unwrap() error { return ErrPayloadTooLong }
+
+// deadError is returned for a request on a member that has died. It unwraps
+// to the cause of death, so the server's *pgconn.PgError stays reachable.
+type deadError struct {
+	cause error
+}
+
+func (e *deadError) Error() string { return "pgnotify: connection died: " + e.cause.Error() }
+
+func (e *deadError) Unwrap() error { return e.cause }
+
+// truncate shortens s for an error message without splitting a UTF-8
+// sequence's worth of meaning; names are short, so this rarely triggers.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

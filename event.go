@@ -1,0 +1,70 @@
+package pgnotify
+
+import (
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Kind says what an [Event] reports.
+type Kind uint8
+
+const (
+	// Batch carries Notifications received on Conn since its last Batch.
+	Batch Kind = iota + 1
+	// Idle reports that nothing happened within the manager's timeout.
+	Idle
+	// Dead reports that Conn failed and moved to the garbage set; Err says
+	// why.
+	Dead
+	// Recovered reports that Conn replaces Replaced, a dead connection, and
+	// listens on its channels again. Notifications sent while Replaced was
+	// dead are lost: this is the signal to resynchronise.
+	Recovered
+)
+
+// String returns the constant's name, or Kind(n) for an unknown value.
+func (k Kind) String() string {
+	switch k {
+	case Batch:
+		return "Batch"
+	case Idle:
+		return "Idle"
+	case Dead:
+		return "Dead"
+	case Recovered:
+		return "Recovered"
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// An Event is one step of a [Manager]'s stream. Which fields are set depends
+// on Kind.
+type Event struct {
+	Kind Kind
+	// Conn is the connection the event is about (not set for Idle).
+	Conn *pgx.Conn
+	// Notifications holds a Batch, in the order the server sent them. The
+	// slice and its elements belong to the caller and may be kept after the
+	// next call of Next.
+	Notifications []*Notification
+	// Err is why the connection died (Dead only). The server's
+	// *pgconn.PgError, such as 57P01 for pg_terminate_backend, is reachable
+	// with errors.As.
+	Err error
+	// Replaced is the dead connection that Conn replaces (Recovered only).
+	Replaced *pgx.Conn
+}
+
+// Garbage is a dead connection held by the manager until [Manager.Recover]
+// replaces it or [Manager.TakeGarbage] hands it back.
+type Garbage struct {
+	// Conn is closed; its PID and config remain readable.
+	Conn *pgx.Conn
+	// Err is why it died; the server's *pgconn.PgError (such as 57P01) where
+	// there was one.
+	Err error
+	// Channels are the channels it was listening on: those it had when it
+	// was added, changed by every Manager.Listen and Manager.Unlisten since.
+	Channels []string
+}

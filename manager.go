@@ -1,0 +1,770 @@
+package pgnotify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A Manager receives notifications on a changing set of connections, to one
+// database or to many servers, and yields them as a stream of events through
+// [Manager.Next].
+//
+// The consumer (one goroutine at a time) calls Next, [Manager.Events] or
+// [Manager.Drain]. Every other method is safe from any goroutine at any
+// time, including while Next is blocked.
+//
+// A connection added to a Manager belongs to it until [Manager.Remove]
+// returns or [Manager.TakeGarbage] hands it back: use it only through
+// [Manager.Do], [Manager.Listen] and [Manager.Unlisten].
+type Manager struct {
+	cfg     config
+	timeout atomic.Int64 // time.Duration; NoTimeout, 0 or > 0
+
+	signal   chan struct{} // cap 1: the ready queue or the set changed
+	closedCh chan struct{} // closed by Close
+
+	// wg counts waiters and drain passes, so Close returns with none left.
+	wg sync.WaitGroup
+
+	// idle and pass are the consumer's; pass is also read by Drain, which
+	// is the consumer too.
+	idle idleTimer
+
+	mu      sync.Mutex
+	members map[*pgx.Conn]*member  // live members, and dead ones whose Dead event is not yet yielded
+	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
+	// recovering holds garbage connections a Recover is replacing; they
+	// count as members for io.EOF.
+	recovering map[*pgx.Conn]struct{}
+	ready      fifo
+	garbage    []Garbage
+	pass       *pass // the drain pass in progress, if any
+	seq        uint64
+	closed     bool
+}
+
+// NewManager returns an empty manager configured by opts.
+func NewManager(opts ...Option) *Manager {
+	m := &Manager{
+		cfg:      newConfig(opts),
+		signal:   make(chan struct{}, 1),
+		closedCh: make(chan struct{}),
+		members:  make(map[*pgx.Conn]*member),
+		adding:   make(map[*pgx.Conn]struct{}),
+
+		recovering: make(map[*pgx.Conn]struct{}),
+	}
+	m.timeout.Store(int64(m.cfg.timeout))
+	return m
+}
+
+// SetTimeout sets how long [Manager.Next] waits: [NoTimeout] (the default)
+// blocks until an event, ctx ends or the set is empty; d > 0 yields an Idle
+// event when nothing happened within d of the call; 0 makes Next a drain,
+// one pass at a time (see [Manager.Drain]). Any negative d means NoTimeout.
+// A Next already blocked keeps the timeout it started with.
+func (m *Manager) SetTimeout(d time.Duration) { m.timeout.Store(int64(normTimeout(d))) }
+
+// Timeout returns the timeout set by [Manager.SetTimeout] or [WithTimeout].
+func (m *Manager) Timeout() time.Duration { return time.Duration(m.timeout.Load()) }
+
+// Add hands conns to the manager. It is all-or-nothing: a nil, closed or
+// duplicate connection ([ErrAlreadyAdded]), or one inside a transaction
+// (it could never receive a notification), fails the call and adds none.
+//
+// Add learns each connection's channels with one round trip and keeps any
+// notifications pgx had already buffered on it, so none is lost. If ctx
+// ends while those round trips are on the wire they are let finish (within
+// the health-check timeout) rather than cancelled, since pgx closes a
+// connection whose query is cancelled; Add then returns ctx's error and adds
+// none, and the connections are still the caller's and usable.
+func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
+	if len(conns) == 0 {
+		return nil
+	}
+	if err := m.reserve(conns); err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			m.unreserve(conns)
+		}
+	}()
+	// Reserved: no other Add can take them, and none is a member, so they
+	// may be touched here.
+	for i, c := range conns {
+		if c.IsClosed() {
+			return fmt.Errorf("pgnotify: add: connection %d is closed", i)
+		}
+		if s := c.PgConn().TxStatus(); s != 'I' {
+			return fmt.Errorf("pgnotify: add: connection %d is in a transaction (status %q)", i, s)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	channels := make([][]string, len(conns))
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
+	defer cancel()
+	err := fanOut(len(conns), func(i int) error {
+		chs, err := ListeningChannels(qctx, conns[i])
+		if err != nil {
+			return fmt.Errorf("pgnotify: add: connection %d: %w", i, err)
+		}
+		channels[i] = chs
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	ws := make([]*member, len(conns))
+	for i, c := range conns {
+		ws[i] = newMember(m, c, channels[i], popBuffered(c, nil))
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	committed = true
+	for _, w := range ws {
+		delete(m.adding, w.conn)
+		m.seq++
+		w.seq = m.seq
+		m.members[w.conn] = w
+		if len(w.pending) > 0 {
+			w.queued = true
+			m.ready.push(entry{w: w})
+		}
+		w.start()
+	}
+	m.mu.Unlock()
+	m.wakeConsumer()
+	return nil
+}
+
+// reserve checks that conns may be added and claims them, so that two
+// goroutines adding the same connection cannot both win. It touches no
+// connection: a member belongs to its waiter.
+func (m *Manager) reserve(conns []*pgx.Conn) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for i, c := range conns {
+		if c == nil {
+			return fmt.Errorf("pgnotify: add: connection %d is nil", i)
+		}
+		_, member := m.members[c]
+		_, adding := m.adding[c]
+		if member || adding || slices.Contains(conns[:i], c) {
+			return fmt.Errorf("pgnotify: add: connection %d: %w", i, ErrAlreadyAdded)
+		}
+	}
+	for _, c := range conns {
+		m.adding[c] = struct{}{}
+	}
+	return nil
+}
+
+func (m *Manager) unreserve(conns []*pgx.Conn) {
+	m.mu.Lock()
+	for _, c := range conns {
+		delete(m.adding, c)
+	}
+	m.mu.Unlock()
+}
+
+// lookup returns the live member for conn, or why there is none: ErrClosed,
+// ErrNotManaged, or an error wrapping the cause of its death.
+func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if w := m.members[conn]; w != nil {
+		return w, nil
+	}
+	for _, g := range m.garbage {
+		if g.Conn == conn && conn != nil {
+			return nil, &deadError{cause: g.Err}
+		}
+	}
+	return nil, ErrNotManaged
+}
+
+// Remove takes conns out of the set and gives them back to the caller,
+// open and still listening. Notifications they received before Remove
+// returns are still yielded by Next, as Batch events naming them.
+//
+// Each connection must be a live member: otherwise Remove fails, removes
+// none, and returns [ErrNotManaged] or an error wrapping the cause of
+// death. If ctx ends before the waiters have let go, Remove returns ctx's
+// error and the connections it could not take back in time are closed when
+// their waiters stop.
+func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
+	ws := make([]*member, len(conns))
+	for i, c := range conns {
+		w, err := m.lookup(c)
+		if err != nil {
+			return fmt.Errorf("pgnotify: remove: connection %d: %w", i, err)
+		}
+		w.mu.Lock()
+		err = w.unusableLocked()
+		w.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("pgnotify: remove: connection %d: %w", i, err)
+		}
+		ws[i] = w
+	}
+	for _, w := range ws {
+		w.requestStop(false)
+	}
+	for _, w := range ws {
+		select {
+		case <-w.exited:
+		case <-ctx.Done():
+			gaveUp := false
+			for _, w := range ws {
+				w.mu.Lock()
+				if w.state == stateLive {
+					w.closeOut = true
+					gaveUp = true
+				}
+				w.mu.Unlock()
+			}
+			if gaveUp {
+				return fmt.Errorf("pgnotify: remove: %w", ctx.Err())
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// forget drops a removed member from the set.
+func (m *Manager) forget(w *member) {
+	m.mu.Lock()
+	if m.members[w.conn] == w {
+		delete(m.members, w.conn)
+	}
+	m.mu.Unlock()
+	m.wakeConsumer()
+}
+
+// Conns returns the live members, in the order they were added.
+func (m *Manager) Conns() []*pgx.Conn {
+	m.mu.Lock()
+	ws := make([]*member, 0, len(m.members))
+	for _, w := range m.members {
+		ws = append(ws, w)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(ws, func(a, b *member) int { return int(a.seq - b.seq) })
+	out := make([]*pgx.Conn, 0, len(ws))
+	for _, w := range ws {
+		w.mu.Lock()
+		if w.state == stateLive && !w.stop {
+			out = append(out, w.conn)
+		}
+		w.mu.Unlock()
+	}
+	return out
+}
+
+// Garbage returns a snapshot of the dead connections the manager holds.
+// A connection moves there when Next yields its Dead event.
+func (m *Manager) Garbage() []Garbage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.garbage)
+}
+
+// TakeGarbage removes the dead connections from the manager and returns
+// them: the caller owns them from then on (they are closed; their PID,
+// cause and channels remain for inspection).
+func (m *Manager) TakeGarbage() []Garbage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := m.garbage
+	m.garbage = nil
+	return g
+}
+
+// Do lends conn, a live member, to fn in the calling goroutine: its waiter
+// stops reading until fn returns, and notifications that arrive meanwhile
+// are kept and yielded. As everywhere in pgx, a query whose context is
+// cancelled closes the connection; if fn leaves conn closed, Do returns
+// fn's error and a Dead event follows. Notifications fn's queries received
+// are pending when Do returns, ahead of anything received later. fn must leave conn outside a
+// transaction, or it can receive nothing.
+//
+// LISTEN and UNLISTEN run inside fn are not tracked for recovery: change
+// channels with [Manager.Listen] and [Manager.Unlisten].
+//
+// Do waits for the waiter to let go of conn until ctx ends. It returns
+// [ErrNotManaged] for a connection that is not a member, an error wrapping
+// the cause for one that died, and [ErrClosed] after Close.
+func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) error {
+	if fn == nil {
+		return errors.New("pgnotify: Do: nil function")
+	}
+	w, err := m.lookup(conn)
+	if err != nil {
+		return err
+	}
+	r := newRequest(reqHandover)
+	if err := w.submit(r); err != nil {
+		return err
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		if r.withdraw() {
+			return ctx.Err()
+		}
+		if err := <-r.done; err == nil {
+			close(r.released)
+		}
+		return ctx.Err()
+	}
+	defer func() {
+		close(r.released)
+		// Return once what fn received is pending (or the Dead event is
+		// queued), so the caller's next Next or Drain sees it.
+		<-r.settled
+	}()
+	r.fnErr = fn(conn)
+	return r.fnErr
+}
+
+// Listen makes conn, a member, listen on channels, and records them for
+// recovery. The names are validated first (see [ValidateChannel]); the
+// LISTEN is one round trip and all-or-nothing. ctx bounds the wait for the
+// waiter; once the LISTEN is on the wire it runs to completion (within the
+// health-check timeout) so that cancelling never closes the connection.
+func (m *Manager) Listen(ctx context.Context, conn *pgx.Conn, channels ...string) error {
+	return m.changeChannels(ctx, conn, channels, true)
+}
+
+// Unlisten makes conn, a member, stop listening on channels, and records
+// that for recovery. It behaves like [Manager.Listen].
+func (m *Manager) Unlisten(ctx context.Context, conn *pgx.Conn, channels ...string) error {
+	return m.changeChannels(ctx, conn, channels, false)
+}
+
+func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels []string, listen bool) error {
+	for _, c := range channels {
+		if err := ValidateChannel(c); err != nil {
+			return err
+		}
+	}
+	if len(channels) == 0 {
+		return nil
+	}
+	w, err := m.lookup(conn)
+	if err != nil {
+		return err
+	}
+	return m.Do(ctx, conn, func(c *pgx.Conn) error {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
+		defer cancel()
+		var err error
+		if listen {
+			err = Listen(qctx, c, channels...)
+		} else {
+			err = Unlisten(qctx, c, channels...)
+		}
+		if err != nil {
+			return err
+		}
+		w.mu.Lock()
+		for _, ch := range channels {
+			if listen {
+				w.channels[ch] = struct{}{}
+			} else {
+				delete(w.channels, ch)
+			}
+		}
+		w.mu.Unlock()
+		return nil
+	})
+}
+
+// pushReady puts w at the back of the ready queue and wakes the consumer.
+func (m *Manager) pushReady(w *member) {
+	m.mu.Lock()
+	m.ready.push(entry{w: w})
+	m.mu.Unlock()
+	m.wakeConsumer()
+}
+
+// pushEvent queues an event made in advance, such as Recovered.
+func (m *Manager) pushEvent(ev Event) {
+	m.mu.Lock()
+	m.ready.push(entry{ev: &ev})
+	m.mu.Unlock()
+	m.wakeConsumer()
+}
+
+func (m *Manager) wakeConsumer() {
+	select {
+	case m.signal <- struct{}{}:
+	default:
+	}
+}
+
+// popLocked takes the next event from the ready queue. A member with more
+// than one batch goes to the back, behind the others. Must be called with
+// m.mu held.
+func (m *Manager) popLocked() (Event, bool) {
+	for {
+		e, ok := m.ready.pop()
+		if !ok {
+			return Event{}, false
+		}
+		if e.ev != nil {
+			return *e.ev, true
+		}
+		w := e.w
+		w.mu.Lock()
+		if n := len(w.pending); n > 0 {
+			k := min(n, m.cfg.maxPending)
+			// The caller owns the batch: cap it so that an append to it
+			// can't write over what the waiter appends to pending.
+			batch := w.pending[:k:k]
+			if k == n {
+				w.pending = nil
+			} else {
+				w.pending = w.pending[k:]
+			}
+			again := len(w.pending) > 0 || w.state == stateDead
+			w.queued = again
+			w.mu.Unlock()
+			if again {
+				m.ready.push(e)
+			}
+			w.roomFreed()
+			return Event{Kind: Batch, Conn: w.conn, Notifications: batch}, true
+		}
+		w.queued = false
+		dead := w.state == stateDead
+		w.mu.Unlock()
+		if dead {
+			return m.buryLocked(w), true
+		}
+	}
+}
+
+// collectLocked takes every event in the ready queue now, for a drain pass:
+// each member's whole pending set, in batches of at most the bound, then
+// its Dead event. Members become ready again with what arrives later, which
+// belongs to the next pass. Must be called with m.mu held.
+func (m *Manager) collectLocked() []Event {
+	var evs []Event
+	for {
+		e, ok := m.ready.pop()
+		if !ok {
+			return evs
+		}
+		if e.ev != nil {
+			evs = append(evs, *e.ev)
+			continue
+		}
+		w := e.w
+		w.mu.Lock()
+		ns := w.pending
+		w.pending = nil
+		w.queued = false
+		dead := w.state == stateDead
+		w.mu.Unlock()
+		w.roomFreed()
+		for len(ns) > 0 {
+			k := min(len(ns), m.cfg.maxPending)
+			evs = append(evs, Event{Kind: Batch, Conn: w.conn, Notifications: ns[:k:k]})
+			ns = ns[k:]
+		}
+		if dead {
+			evs = append(evs, m.buryLocked(w))
+		}
+	}
+}
+
+// buryLocked moves a dead member, all of whose notifications were taken, to
+// the garbage set and returns its Dead event. Must be called with m.mu held.
+func (m *Manager) buryLocked(w *member) Event {
+	w.mu.Lock()
+	cause := w.cause
+	w.mu.Unlock()
+	g := Garbage{Conn: w.conn, Err: cause, Channels: w.channelList()}
+	if m.members[w.conn] == w {
+		delete(m.members, w.conn)
+	}
+	m.garbage = append(m.garbage, g)
+	return Event{Kind: Dead, Conn: w.conn, Err: cause}
+}
+
+// emptyLocked reports whether the set has nothing left to yield. Must be
+// called with m.mu held.
+func (m *Manager) emptyLocked() bool {
+	return len(m.members) == 0 && len(m.recovering) == 0 && m.ready.len() == 0
+}
+
+// Next returns the next event: a [Batch] of notifications from one
+// connection, [Idle] when nothing happened within the timeout, a [Dead]
+// connection or a [Recovered] one. When several connections have batches,
+// they come in the order they became ready.
+//
+// Next returns io.EOF (unwrapped) when the set is empty and nothing is
+// pending, and at the end of each drain pass when the timeout is 0;
+// [ErrClosed] after Close; ctx's error when ctx ends first. Call it from
+// one goroutine at a time.
+func (m *Manager) Next(ctx context.Context) (Event, error) {
+	d := m.Timeout()
+	if d == 0 {
+		return m.nextInPass(ctx)
+	}
+	var idle <-chan time.Time
+	defer m.idle.stop()
+	for {
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return Event{}, ErrClosed
+		}
+		if ev, ok := m.leftoverLocked(); ok {
+			m.mu.Unlock()
+			return ev, nil
+		}
+		if ev, ok := m.popLocked(); ok {
+			m.mu.Unlock()
+			return ev, nil
+		}
+		if m.emptyLocked() {
+			m.mu.Unlock()
+			return Event{}, io.EOF
+		}
+		m.mu.Unlock()
+		if d > 0 && idle == nil {
+			idle = m.idle.start(d)
+		}
+		select {
+		case <-m.signal:
+		case <-m.closedCh:
+		case <-ctx.Done():
+			return Event{}, ctx.Err()
+		case <-idle:
+			m.mu.Lock()
+			ev, ok := m.popLocked()
+			m.mu.Unlock()
+			if ok {
+				return ev, nil
+			}
+			return Event{Kind: Idle}, nil
+		}
+	}
+}
+
+// leftoverLocked yields what remains of a drain pass whose events were
+// collected but not all yielded when the timeout changed. Must be called
+// with m.mu held.
+func (m *Manager) leftoverLocked() (Event, bool) {
+	p := m.pass
+	if p == nil || !p.collected {
+		return Event{}, false
+	}
+	if len(p.events) == 0 {
+		m.pass = nil
+		return Event{}, false
+	}
+	ev := p.events[0]
+	p.events = p.events[1:]
+	return ev, true
+}
+
+// nextInPass is Next with a zero timeout: it starts a pass if none is in
+// progress, waits for its round trips, then yields its events one per call
+// and io.EOF at its end.
+func (m *Manager) nextInPass(ctx context.Context) (Event, error) {
+	p, err := m.currentPass(ctx)
+	if err != nil {
+		return Event{}, err
+	}
+	if len(p.events) > 0 {
+		ev := p.events[0]
+		p.events[0] = Event{}
+		p.events = p.events[1:]
+		return ev, nil
+	}
+	m.endPass(p)
+	return Event{}, io.EOF
+}
+
+// currentPass returns the pass in progress, starting one if there is none,
+// once its round trips are over and its events collected.
+func (m *Manager) currentPass(ctx context.Context) (*pass, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p := m.pass
+	if p == nil {
+		ws := make([]*member, 0, len(m.members))
+		for _, w := range m.members {
+			ws = append(ws, w)
+		}
+		p = m.startPass(ws)
+		m.pass = p
+	}
+	m.mu.Unlock()
+	select {
+	case <-p.done:
+	case <-m.closedCh:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		// The round trips go on under their own timeouts; what they
+		// bring stays pending for the next call.
+		return nil, ctx.Err()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if !p.collected {
+		p.collected = true
+		p.events = m.collectLocked()
+	}
+	return p, nil
+}
+
+// Events ranges over [Manager.Next]. It stops quietly at io.EOF and yields
+// any other error once, last. It is a single-use stream, consumed by one
+// goroutine; with a zero timeout it covers one drain pass.
+func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		for {
+			ev, err := m.Next(ctx)
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			if !yield(ev, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Drain makes one drain pass, whatever the timeout, and returns its events:
+// a round trip on every live member (concurrently, each under its own
+// timeout) and then every event ready at its end. The events hold every
+// notification committed before Drain was called on a channel a member
+// listens on. If ctx ends first, Drain returns what it has with ctx's error;
+// the round trips finish in the background and what they bring stays
+// pending. Drain is the consumer's, like Next.
+func (m *Manager) Drain(ctx context.Context) ([]Event, error) {
+	var out []Event
+	m.mu.Lock()
+	stale := m.pass != nil
+	m.mu.Unlock()
+	if stale {
+		// A pass that began before this call may miss what was committed
+		// just before it: take its events, then make a fresh pass.
+		p, err := m.currentPass(ctx)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, m.endPass(p)...)
+	}
+	p, err := m.currentPass(ctx)
+	if err != nil {
+		return out, err
+	}
+	return append(out, m.endPass(p)...), nil
+}
+
+// endPass returns the events of p not yet yielded and ends it.
+func (m *Manager) endPass(p *pass) []Event {
+	evs := p.events
+	p.events = nil
+	m.mu.Lock()
+	if m.pass == p {
+		m.pass = nil
+	}
+	m.mu.Unlock()
+	return evs
+}
+
+// Close stops every waiter and closes every connection in the set and in
+// the garbage set. After Close every method returns [ErrClosed]. If ctx
+// ends before the waiters have stopped, their sockets are closed under them
+// and Close returns ctx's error once they are gone. Calling Close again
+// returns nil.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	ws := make([]*member, 0, len(m.members))
+	for _, w := range m.members {
+		ws = append(ws, w)
+	}
+	garbage := m.garbage
+	m.mu.Unlock()
+	close(m.closedCh)
+
+	for _, w := range ws {
+		// A member a Remove is already taking back stays the caller's.
+		w.requestStop(true)
+	}
+	var err error
+	done := waitDone(&m.wg)
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, w := range ws {
+			w.netConn.Close()
+		}
+		<-done
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, g := range garbage {
+		g.Conn.Close(cctx)
+	}
+	return err
+}
+
+// logDeath reports a death when a logger was given.
+func (m *Manager) logDeath(w *member, cause error) {
+	if l := m.cfg.logger; l != nil {
+		l.Warn("pgnotify: connection died", "pid", w.conn.PgConn().PID(), "err", cause)
+	}
+}

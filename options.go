@@ -1,0 +1,128 @@
+package pgnotify
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults for the options. They are documented on each option.
+const (
+	defaultHealthEvery   = 30 * time.Second
+	defaultHealthTimeout = 10 * time.Second
+	defaultMaxPending    = 2048
+	// roundTripTimeout bounds a round trip the manager makes on the
+	// application's behalf (Add's channel query, a drain pass, Listen) when
+	// health checks are off and so give no timeout of their own.
+	roundTripTimeout = 30 * time.Second
+	// drainConcurrency bounds the round trips of one drain pass in flight.
+	drainConcurrency = 64
+)
+
+// An Option configures a [Manager]. Options are applied in order by
+// [NewManager]; none is required.
+type Option func(*config)
+
+// config is fixed when NewManager returns; nothing writes it afterwards.
+type config struct {
+	timeout       time.Duration
+	dial          DialFunc
+	reconnectMin  time.Duration
+	reconnectMax  time.Duration
+	healthEvery   time.Duration
+	healthTimeout time.Duration
+	maxPending    int
+	logger        *slog.Logger
+}
+
+func newConfig(opts []Option) config {
+	c := config{
+		timeout:       NoTimeout,
+		healthEvery:   defaultHealthEvery,
+		healthTimeout: defaultHealthTimeout,
+		maxPending:    defaultMaxPending,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	return c
+}
+
+// roundTripTimeout is how long a round trip made for the application may
+// take before the connection is given up as dead.
+func (c *config) roundTripTimeout() time.Duration {
+	if c.healthTimeout > 0 {
+		return c.healthTimeout
+	}
+	return roundTripTimeout
+}
+
+// WithTimeout sets the initial timeout of [Manager.Next]; see
+// [Manager.SetTimeout] for its meaning. The default is [NoTimeout].
+func WithTimeout(d time.Duration) Option {
+	return func(c *config) { c.timeout = normTimeout(d) }
+}
+
+// WithReconnect makes the manager recover dead connections by itself: each
+// one is redialled with dial after a delay drawn with full jitter from an
+// exponential backoff between min and max, as [Manager.Recover] does. A
+// nil dial turns automatic recovery off, which is the default.
+func WithReconnect(dial DialFunc, min, max time.Duration) Option {
+	return func(c *config) {
+		if min <= 0 {
+			min = 100 * time.Millisecond
+		}
+		if max < min {
+			max = min
+		}
+		c.dial, c.reconnectMin, c.reconnectMax = dial, min, max
+	}
+}
+
+// WithHealthCheck pings a member that has received nothing for every (at
+// least every, at most twice every), so that a half-open TCP connection, which
+// a reader alone would wait on forever, is found. A ping that fails or takes
+// longer than timeout means the connection is dead. The default is every
+// 30s with a 10s timeout; every <= 0 turns health checks off. A timeout <= 0
+// keeps the default timeout. The timeout also bounds the round trips of a
+// drain pass and of [Manager.Listen].
+func WithHealthCheck(every, timeout time.Duration) Option {
+	return func(c *config) {
+		c.healthEvery = every
+		if timeout > 0 {
+			c.healthTimeout = timeout
+		}
+	}
+}
+
+// WithMaxPending bounds the notifications each member holds for the
+// consumer, and so the size of a [Batch]. When a member's buffer is full its
+// waiter stops reading until [Manager.Next] takes the batch: the server keeps
+// the rest in its notification queue, and nothing is dropped. The default is
+// 2048; n <= 0 keeps the default.
+//
+// A consumer that stalls holds back the server's notification queue (8 GB,
+// shared by the whole cluster; see pg_notification_queue_usage()): once it
+// fills, every NOTIFY in the cluster fails.
+func WithMaxPending(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxPending = n
+		}
+	}
+}
+
+// WithLogger makes the manager log deaths, recoveries and failed reconnect
+// attempts to l. The default is no logging. Payloads are never logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}
+
+// normTimeout maps every negative duration to NoTimeout.
+func normTimeout(d time.Duration) time.Duration {
+	if d < 0 {
+		return NoTimeout
+	}
+	return d
+}

@@ -1,0 +1,606 @@
+package pgnotify
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
+)
+
+// This file holds the member set's moving parts: one waiter goroutine per
+// connection, the requests other goroutines make of it, and the ready queue
+// through which waiters hand batches to the consumer. It is the only file
+// that starts goroutines.
+//
+// Lock order: Manager.mu before member.mu. A waiter never holds member.mu
+// while it takes Manager.mu, and nobody holds either while waiting for a
+// waiter.
+
+// memberState is where a member is in its life.
+type memberState uint8
+
+const (
+	stateLive    memberState = iota
+	stateDead                // its read failed; the Dead event is queued or yielded
+	stateRemoved             // Remove or Close stopped its waiter
+)
+
+// pastDeadline interrupts a read at once.
+var pastDeadline = time.Unix(1, 0)
+
+// cancelledCtx makes pgx return a notification it already buffered without
+// touching the socket, or a context error when none is left.
+var cancelledCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// member is one managed connection and its waiter.
+type member struct {
+	m       *Manager
+	conn    *pgx.Conn
+	netConn net.Conn // conn's socket: only its deadline is touched by others
+	seq     uint64   // order of Add, for Conns
+
+	exited chan struct{} // closed when the waiter returns
+	wake   chan struct{} // cap 1: a parked waiter has room again, or a request
+
+	mu       sync.Mutex
+	pending  []*Notification // received, not yet taken by the consumer
+	queued   bool            // an entry for this member is in m.ready (or being pushed)
+	waiting  bool            // the waiter is inside pgx reading: interrupt through the deadline
+	interr   bool            // a request moved the deadline to the past
+	reqs     []*request
+	stop     bool // Remove or Close asked the waiter to return
+	closeOut bool // close the connection when the waiter returns (a Remove gave up)
+	state    memberState
+	cause    error               // why it died (stateDead)
+	channels map[string]struct{} // tracked LISTEN set, for Garbage and Recover
+}
+
+func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notification) *member {
+	w := &member{
+		m:        m,
+		conn:     conn,
+		netConn:  conn.PgConn().Conn(),
+		exited:   make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		pending:  pending,
+		channels: make(map[string]struct{}, len(channels)),
+	}
+	for _, c := range channels {
+		w.channels[c] = struct{}{}
+	}
+	return w
+}
+
+// start launches the waiter. The member must be in m.members already.
+func (w *member) start() {
+	w.m.wg.Add(1)
+	go w.run()
+}
+
+// requestKind says who performs a request.
+type requestKind uint8
+
+const (
+	// reqHandover lends the connection to the requesting goroutine (Do).
+	reqHandover requestKind = iota
+	// reqRoundTrip makes the waiter itself do a round trip (drain pass).
+	reqRoundTrip
+)
+
+// request states, moved with CAS so that a request is either served or
+// withdrawn, never both.
+const (
+	reqPending int32 = iota
+	reqServed
+	reqWithdrawn
+)
+
+// request is something another goroutine needs done on the connection.
+type request struct {
+	kind  requestKind
+	state atomic.Int32
+	// done receives nil once: for reqHandover, the caller owns the
+	// connection until it closes released; for reqRoundTrip, the round trip
+	// is over. A non-nil error means the request was not served.
+	done     chan error
+	released chan struct{}
+	fnErr    error         // written by the caller before it closes released
+	settled  chan struct{} // closed once what fn left in pgx's buffer is published
+}
+
+func newRequest(kind requestKind) *request {
+	r := &request{kind: kind, done: make(chan error, 1)}
+	if kind == reqHandover {
+		r.released = make(chan struct{})
+		r.settled = make(chan struct{})
+	}
+	return r
+}
+
+// fail answers a request that will not be served.
+func (r *request) fail(err error) {
+	if r.state.CompareAndSwap(reqPending, reqServed) {
+		r.done <- err
+	}
+}
+
+// withdraw takes back a request whose caller stopped waiting. It reports
+// false if the waiter already took it, in which case done has (or will
+// have) an answer the caller must honour.
+func (r *request) withdraw() bool {
+	return r.state.CompareAndSwap(reqPending, reqWithdrawn)
+}
+
+// submit queues r for the waiter and interrupts its read. It fails at once
+// if the member is no longer live.
+func (w *member) submit(r *request) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.unusableLocked(); err != nil {
+		return err
+	}
+	w.reqs = append(w.reqs, r)
+	w.interruptLocked()
+	return nil
+}
+
+// unusableLocked returns why requests can't be served, or nil when live.
+// Must be called with w.mu held.
+func (w *member) unusableLocked() error {
+	switch {
+	case w.state == stateDead:
+		return &deadError{cause: w.cause}
+	case w.state == stateRemoved || w.stop:
+		return ErrNotManaged
+	}
+	return nil
+}
+
+// interruptLocked makes the waiter look at its requests: a read in progress
+// ends at once through the socket's deadline (pgconn keeps the connection
+// open on a timeout, and keeps a half-read message for the next read); a
+// waiter parked on a full buffer is woken. The deadline is only moved while
+// the waiter is inside its read, never while the connection is lent out or
+// pinged. Must be called with w.mu held.
+func (w *member) interruptLocked() {
+	if w.waiting {
+		w.netConn.SetReadDeadline(pastDeadline)
+		w.interr = true
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// waiter actions, chosen under w.mu at the top of each loop.
+const (
+	actWait = iota
+	actStop
+	actServe
+	actPark
+	actArm
+	actPing
+)
+
+// run is the waiter: the only goroutine that uses w.conn, except a caller
+// of Do while the connection is lent to it.
+func (w *member) run() {
+	defer w.m.wg.Done()
+	defer close(w.exited)
+
+	var (
+		maxPending = w.m.cfg.maxPending
+		every      = w.m.cfg.healthEvery
+		n          *Notification // from the last read, to publish
+		armed      time.Time     // read deadline in force; zero: none
+		healthAt   time.Time     // when a quiet connection is pinged
+		traffic    bool          // something arrived since healthAt was set
+		pingDue    bool
+	)
+	quiet := func() {
+		traffic, pingDue = false, false
+		if every > 0 {
+			healthAt = time.Now().Add(every)
+		}
+	}
+	quiet()
+
+	for {
+		var req *request
+		act := actWait
+		w.mu.Lock()
+		push := false
+		if n != nil {
+			w.pending = append(w.pending, n)
+			n = nil
+			traffic = true
+			push = w.markQueuedLocked()
+		}
+		w.waiting = false
+		if w.interr {
+			// A request moved the deadline, maybe after the read had
+			// already returned: armed no longer says what is in force.
+			w.interr = false
+			armed = pastDeadline
+		}
+		switch {
+		case w.stop:
+			act = actStop
+		case len(w.reqs) > 0:
+			act, req = actServe, w.reqs[0]
+			w.reqs[0] = nil
+			w.reqs = w.reqs[1:]
+		case len(w.pending) >= maxPending:
+			act = actPark
+		case pingDue:
+			act = actPing
+		case !armed.Equal(healthAt):
+			act = actArm
+		default:
+			w.waiting = true
+		}
+		w.mu.Unlock()
+		if push {
+			w.m.pushReady(w)
+		}
+
+		switch act {
+		case actStop:
+			w.finish()
+			return
+		case actServe:
+			armed = w.setDeadline(armed, time.Time{})
+			if !w.serve(req) {
+				return
+			}
+			quiet()
+			continue
+		case actPark:
+			// Not quiet: it waits for the consumer, so no ping (a ping
+			// would pull the whole backlog into memory).
+			<-w.wake
+			quiet()
+			continue
+		case actPing:
+			armed = w.setDeadline(armed, time.Time{})
+			if !w.roundTrip() {
+				return
+			}
+			quiet()
+			continue
+		case actArm:
+			armed = w.setDeadline(armed, healthAt)
+			continue
+		}
+
+		var err error
+		n, err = w.conn.WaitForNotification(context.Background())
+		if err == nil {
+			if n == nil {
+				// pgx passed the notification to a user OnNotification
+				// callback instead of buffering it: nothing to publish.
+				continue
+			}
+			continue
+		}
+		if pgconn.Timeout(err) && !w.conn.IsClosed() {
+			// Our interrupt or the health deadline: the connection is
+			// fine. armed no longer describes the socket's deadline.
+			armed = pastDeadline
+			if every > 0 && !time.Now().Before(healthAt) {
+				if traffic {
+					quiet()
+				} else {
+					pingDue = true
+				}
+			}
+			continue
+		}
+		// Any other read error is fatal: pgconn closes the connection on
+		// everything but a timeout (peekMessage), including the server's
+		// FATAL ErrorResponse, which it returns as the *PgError. Close it
+		// ourselves for anything pgx left open, so a member is never live
+		// with an unknown protocol state.
+		w.closeConn()
+		w.die(err, n)
+		return
+	}
+}
+
+// setDeadline moves the read deadline to t unless it is there already, and
+// returns the deadline now in force.
+func (w *member) setDeadline(armed, t time.Time) time.Time {
+	if !armed.Equal(t) {
+		w.netConn.SetReadDeadline(t)
+	}
+	return t
+}
+
+// markQueuedLocked records that the member has something for the consumer
+// and reports whether the caller must push it onto the ready queue. Must be
+// called with w.mu held.
+func (w *member) markQueuedLocked() bool {
+	if w.queued {
+		return false
+	}
+	w.queued = true
+	return true
+}
+
+// publish adds notifications pgx buffered during a round trip.
+func (w *member) publish(ns []*Notification) {
+	if len(ns) == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.pending = append(w.pending, ns...)
+	push := w.markQueuedLocked()
+	w.mu.Unlock()
+	if push {
+		w.m.pushReady(w)
+	}
+}
+
+// serve performs one request and reports whether the member is still live.
+func (w *member) serve(r *request) bool {
+	if !r.state.CompareAndSwap(reqPending, reqServed) {
+		return true // withdrawn: its caller stopped waiting
+	}
+	switch r.kind {
+	case reqHandover:
+		r.done <- nil
+		<-r.released
+		defer close(r.settled)
+		w.publish(popBuffered(w.conn, nil))
+		if w.conn.IsClosed() {
+			cause := r.fnErr
+			if cause == nil {
+				cause = errors.New("pgnotify: connection closed inside Do")
+			}
+			w.die(cause, nil)
+			return false
+		}
+		return true
+	default:
+		live := w.roundTrip()
+		r.done <- nil
+		return live
+	}
+}
+
+// roundTrip pings the server on a fresh context with its own timeout and
+// reports whether the connection survived. The server sends every
+// notification committed before the ping ahead of its ReadyForQuery, so
+// after it pgx's buffer holds all of them; they are published before a
+// death is.
+func (w *member) roundTrip() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
+	err := w.conn.PgConn().Ping(ctx)
+	cancel()
+	w.publish(popBuffered(w.conn, nil))
+	if err == nil && !w.conn.IsClosed() {
+		return true
+	}
+	if err == nil {
+		err = errors.New("pgnotify: connection closed during ping")
+	}
+	w.closeConn()
+	w.die(err, nil)
+	return false
+}
+
+// popBuffered appends the notifications pgx buffered on conn, without I/O.
+func popBuffered(conn *pgx.Conn, into []*Notification) []*Notification {
+	for {
+		n, err := conn.WaitForNotification(cancelledCtx)
+		if n == nil || err != nil {
+			return into
+		}
+		into = append(into, n)
+	}
+}
+
+// closeConn closes a connection the waiter owns, without waiting on a dead
+// peer for long.
+func (w *member) closeConn() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	w.conn.Close(ctx)
+	cancel()
+}
+
+// die records the cause of death after what the connection received, fails
+// the queued requests and queues the Dead event. The waiter returns after.
+func (w *member) die(cause error, last *Notification) {
+	ns := popBuffered(w.conn, nil)
+	w.mu.Lock()
+	if last != nil {
+		w.pending = append(w.pending, last)
+	}
+	w.pending = append(w.pending, ns...)
+	w.state = stateDead
+	w.cause = cause
+	w.waiting = false
+	reqs := w.reqs
+	w.reqs = nil
+	push := w.markQueuedLocked()
+	w.mu.Unlock()
+	for _, r := range reqs {
+		r.fail(&deadError{cause: cause})
+	}
+	if push {
+		w.m.pushReady(w)
+	}
+	w.m.logDeath(w, cause)
+}
+
+// finish ends a waiter asked to stop: what pgx buffered is published, the
+// queued requests fail, and the member leaves the set.
+func (w *member) finish() {
+	// The connection goes back to its owner with no deadline of ours on it.
+	w.netConn.SetReadDeadline(time.Time{})
+	ns := popBuffered(w.conn, nil)
+	w.mu.Lock()
+	w.pending = append(w.pending, ns...)
+	w.state = stateRemoved
+	w.waiting = false
+	reqs := w.reqs
+	w.reqs = nil
+	closeOut := w.closeOut
+	push := len(w.pending) > 0 && w.markQueuedLocked()
+	w.mu.Unlock()
+	for _, r := range reqs {
+		r.fail(ErrNotManaged)
+	}
+	if closeOut {
+		w.closeConn()
+	}
+	if push {
+		w.m.pushReady(w)
+	}
+	w.m.forget(w)
+}
+
+// requestStop asks the waiter to return; closing says the manager is
+// closing, so the connection is closed rather than handed back. A member
+// already being removed is left to its Remove.
+func (w *member) requestStop(closing bool) {
+	w.mu.Lock()
+	if !w.stop {
+		w.stop = true
+		w.closeOut = closing
+	}
+	w.interruptLocked()
+	w.mu.Unlock()
+}
+
+// roomFreed wakes a waiter parked on a full buffer.
+func (w *member) roomFreed() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// channelList returns the tracked channels, sorted.
+func (w *member) channelList() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.channels))
+	for c := range w.channels {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// entry is one item of the ready queue: a member with something for the
+// consumer, or an event made in advance (Recovered).
+type entry struct {
+	w  *member
+	ev *Event
+}
+
+// fifo is the ready queue: members in the order they became ready, so one
+// busy connection cannot starve the others.
+type fifo struct {
+	items []entry
+	head  int
+}
+
+func (q *fifo) len() int { return len(q.items) - q.head }
+
+func (q *fifo) push(e entry) {
+	if q.head > 0 && q.head >= len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items = q.items[:n]
+		q.head = 0
+	}
+	q.items = append(q.items, e)
+}
+
+func (q *fifo) pop() (entry, bool) {
+	if q.head == len(q.items) {
+		return entry{}, false
+	}
+	e := q.items[q.head]
+	q.items[q.head] = entry{}
+	q.head++
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	}
+	return e, true
+}
+
+// pass is one drain pass: a round trip on every live member, made by their
+// waiters, at most drainConcurrency at a time. A member that dies in the
+// pass yields a Dead event; it never fails the pass or cancels the others.
+type pass struct {
+	done      chan struct{} // closed when every round trip is over
+	collected bool          // events taken from the ready queue (guarded by Manager.mu)
+	events    []Event       // owned by the consumer once collected
+}
+
+// startPass begins a pass over ws. Its round trips run on their own
+// timeouts, never on the consumer's context: pgx closes a connection whose
+// query is cancelled.
+func (m *Manager) startPass(ws []*member) *pass {
+	p := &pass{done: make(chan struct{})}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer close(p.done)
+		var g errgroup.Group
+		g.SetLimit(drainConcurrency)
+		for _, w := range ws {
+			g.Go(func() error {
+				r := newRequest(reqRoundTrip)
+				if w.submit(r) == nil {
+					<-r.done
+				}
+				return nil
+			})
+		}
+		g.Wait()
+	}()
+	return p
+}
+
+// waitDone returns a channel closed when wg's count reaches zero.
+func waitDone(wg *sync.WaitGroup) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+// fanOut runs fn(i) for i in [0, n), at most drainConcurrency at a time, and
+// returns the errors joined. One failure does not stop the others: each is
+// a round trip on its own connection.
+func fanOut(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var g errgroup.Group
+	g.SetLimit(drainConcurrency)
+	for i := range n {
+		g.Go(func() error {
+			errs[i] = fn(i)
+			return nil
+		})
+	}
+	g.Wait()
+	return errors.Join(errs...)
+}

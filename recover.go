@@ -1,0 +1,138 @@
+package pgnotify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A DialFunc opens a connection to replace dead, a connection in the
+// garbage set. It may read dead.Conn's config (dead.Conn.Config()) to reach
+// the same server. The manager makes the new connection listen on
+// dead.Channels itself.
+type DialFunc func(ctx context.Context, dead Garbage) (*pgx.Conn, error)
+
+// Recover replaces the connections in the garbage set: for each, it dials
+// a new one, makes it LISTEN on the dead one's channels, checks them with
+// pg_listening_channels(), and adds it. Each success yields a [Recovered]
+// event after the channels are listened again and before any batch from
+// the new connection, so a consumer can resynchronise from its own data
+// without a race: notifications sent while the old connection was dead are
+// lost. Failures stay in the garbage set and are returned joined. Garbage
+// another Recover is already replacing is skipped.
+func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
+	if dial == nil {
+		return errors.New("pgnotify: Recover: nil DialFunc")
+	}
+	gs, err := m.claimGarbage()
+	if err != nil {
+		return err
+	}
+	return fanOut(len(gs), func(i int) error {
+		return m.recoverOne(ctx, dial, gs[i])
+	})
+}
+
+// claimGarbage marks every garbage entry not already being recovered as
+// being recovered, and returns them.
+func (m *Manager) claimGarbage() ([]Garbage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	var gs []Garbage
+	for _, g := range m.garbage {
+		if _, busy := m.recovering[g.Conn]; !busy {
+			m.recovering[g.Conn] = struct{}{}
+			gs = append(gs, g)
+		}
+	}
+	return gs, nil
+}
+
+// recoverOne replaces one dead connection, or leaves it in the garbage set
+// and says why.
+func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage) error {
+	conn, err := m.dialListening(ctx, dial, g)
+	if err == nil {
+		err = m.adopt(conn, g)
+	}
+	if err != nil {
+		m.mu.Lock()
+		delete(m.recovering, g.Conn)
+		m.mu.Unlock()
+		m.wakeConsumer()
+		return fmt.Errorf("pgnotify: recover connection (pid %d): %w", g.Conn.PgConn().PID(), err)
+	}
+	return nil
+}
+
+// dialListening dials a replacement for g and makes it listen on g's
+// channels. On failure the new connection is closed.
+func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (conn *pgx.Conn, err error) {
+	conn, err = dial(ctx, g)
+	if err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, errors.New("DialFunc returned a nil connection")
+	}
+	defer func() {
+		if err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	if s := conn.PgConn().TxStatus(); s != 'I' {
+		return nil, fmt.Errorf("new connection is in a transaction (status %q)", s)
+	}
+	// LISTEN fails on a hot standby ("cannot execute LISTEN during
+	// recovery"), which surfaces here as the server's error.
+	if err := Listen(ctx, conn, g.Channels...); err != nil {
+		return nil, err
+	}
+	have, err := ListeningChannels(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range g.Channels {
+		if !slices.Contains(have, c) {
+			return nil, fmt.Errorf("new connection does not listen on %q after LISTEN", c)
+		}
+	}
+	return conn, nil
+}
+
+// adopt adds conn in place of the dead g: the Recovered event is queued
+// before anything the new member receives.
+func (m *Manager) adopt(conn *pgx.Conn, g Garbage) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		conn.Close(context.Background())
+		return ErrClosed
+	}
+	if _, dup := m.members[conn]; dup {
+		return fmt.Errorf("DialFunc returned a member: %w", ErrAlreadyAdded)
+	}
+	delete(m.recovering, g.Conn)
+	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
+	w := newMember(m, conn, g.Channels, popBuffered(conn, nil))
+	m.seq++
+	w.seq = m.seq
+	m.members[conn] = w
+	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
+	if len(w.pending) > 0 {
+		w.queued = true
+		m.ready.push(entry{w: w})
+	}
+	w.start()
+	m.wakeConsumer()
+	if l := m.cfg.logger; l != nil {
+		l.Info("pgnotify: connection recovered", "old_pid", g.Conn.PgConn().PID(), "pid", conn.PgConn().PID())
+	}
+	return nil
+}

@@ -1,0 +1,362 @@
+package pgnotifytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c59d106d/pgnotify"
+)
+
+func TestWaitInGoroutine(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "goroutine"))
+
+	const count = 100
+	type result struct {
+		payloads []string
+		err      error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		for n, err := range pgnotify.Wait(ctx, listener, pgnotify.NoTimeout) {
+			if err != nil {
+				r.err = err
+				break
+			}
+			r.payloads = append(r.payloads, n.Payload)
+			if len(r.payloads) == count {
+				break
+			}
+		}
+		done <- r
+	}()
+
+	var want []string
+	for i := range count {
+		p := fmt.Sprint(i)
+		want = append(want, p)
+		require.NoError(t, pgnotify.Notify(ctx, notifier, pgnotify.Message{Channel: "goroutine", Payload: p}))
+	}
+	select {
+	case r := <-done:
+		require.NoError(t, r.err)
+		assert.Equal(t, want, r.payloads)
+	case <-ctx.Done():
+		r := <-done // ctx ends the Wait too; let it finish with listener
+		t.Fatalf("timed out after %d notifications (err %v)", len(r.payloads), r.err)
+	}
+}
+
+func TestWaitBackgroundContext(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "background"))
+	require.NoError(t, pgnotify.Notify(ctx, notifier,
+		pgnotify.Message{Channel: "background", Payload: "1"},
+		pgnotify.Message{Channel: "background", Payload: "2"}))
+
+	// Both notifications were committed before the wait starts, so a
+	// blocking wait with no context watcher returns.
+	var got []string
+	for n, err := range pgnotify.Wait(context.Background(), listener, pgnotify.NoTimeout) {
+		require.NoError(t, err)
+		got = append(got, n.Payload)
+		if len(got) == 2 {
+			break
+		}
+	}
+	assert.Equal(t, []string{"1", "2"}, got)
+}
+
+// TestWaitZeroTimeoutSeesCommitted is py-postgresql issue #59: a zero
+// timeout must return what another session committed before the call, even
+// when the listener ran no query in between.
+func TestWaitZeroTimeoutSeesCommitted(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "committed"))
+
+	assert.Empty(t, drain(ctx, t, listener), "nothing pending: ends at once")
+
+	for i := range 50 {
+		m := pgnotify.Message{Channel: "committed", Payload: fmt.Sprint(i)}
+		require.NoError(t, pgnotify.Notify(ctx, notifier, m))
+		require.Equal(t, []pgnotify.Message{m}, messages(drain(ctx, t, listener)), "round %d", i)
+	}
+}
+
+func TestWaitZeroTimeoutYieldsBuffered(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "buffered"))
+
+	first := pgnotify.Message{Channel: "buffered", Payload: "first"}
+	require.NoError(t, pgnotify.Notify(ctx, notifier, first))
+	// The server delivers the pending notification before this query's
+	// ReadyForQuery, and pgx buffers it.
+	_, err := listener.Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+	second := pgnotify.Message{Channel: "buffered", Payload: "second"}
+	require.NoError(t, pgnotify.Notify(ctx, notifier, second))
+
+	assert.Equal(t, []pgnotify.Message{first, second}, messages(drain(ctx, t, listener)))
+}
+
+func TestWaitBreakLeavesTheRest(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "break"))
+
+	var sent []pgnotify.Message
+	for i := range 5 {
+		sent = append(sent, pgnotify.Message{Channel: "break", Payload: fmt.Sprint(i)})
+	}
+	require.NoError(t, pgnotify.Notify(ctx, notifier, sent...))
+
+	// Breaking out of the loop stops the iterator at once (a yield after a
+	// false return would panic) and leaves the rest in the connection.
+	var got []*pgnotify.Notification
+	for n, err := range pgnotify.Wait(ctx, listener, 0) {
+		require.NoError(t, err)
+		got = append(got, n)
+		break
+	}
+	for n, err := range pgnotify.Wait(ctx, listener, time.Minute) {
+		require.NoError(t, err)
+		got = append(got, n)
+		break
+	}
+	for n, err := range pgnotify.Wait(ctx, listener, pgnotify.NoTimeout) {
+		require.NoError(t, err)
+		got = append(got, n)
+		break
+	}
+	got = append(got, drain(ctx, t, listener)...)
+	assert.Equal(t, sent, messages(got))
+}
+
+func TestWaitIdleTicks(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "idle"))
+
+	var ticks, queries int
+	var got []string
+	for n, err := range pgnotify.Wait(ctx, listener, 10*time.Millisecond) {
+		require.NoError(t, err)
+		if n == nil {
+			ticks++
+			// The loop body may use the connection between iterations.
+			var one int
+			require.NoError(t, listener.QueryRow(ctx, "SELECT 1").Scan(&one))
+			queries++
+			switch ticks {
+			case 2:
+				require.NoError(t, pgnotify.Notify(ctx, notifier, pgnotify.Message{Channel: "idle", Payload: "a"}))
+			case 4:
+				// Listen on another channel from inside the loop.
+				require.NoError(t, pgnotify.Listen(ctx, listener, "idle-2"))
+				require.NoError(t, pgnotify.Notify(ctx, notifier, pgnotify.Message{Channel: "idle-2", Payload: "b"}))
+			}
+			continue
+		}
+		got = append(got, n.Channel+"/"+n.Payload)
+		if len(got) == 2 {
+			break
+		}
+	}
+	assert.Equal(t, []string{"idle/a", "idle-2/b"}, got)
+	assert.GreaterOrEqual(t, ticks, 4)
+	assert.Equal(t, ticks, queries)
+	assert.False(t, listener.IsClosed(), "idle ticks never close the connection")
+}
+
+func TestWaitContextEnds(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener, notifier := connect(t), connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, listener, "ctx"))
+
+	for _, timeout := range []time.Duration{pgnotify.NoTimeout, time.Hour, 5 * time.Millisecond} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			// The deadline ends a wait that nothing else would end.
+			wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			var errs []error
+			for n, err := range pgnotify.Wait(wctx, listener, timeout) {
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				require.Nil(t, n, "nothing was sent")
+			}
+			require.Len(t, errs, 1)
+			assert.ErrorIs(t, errs[0], context.DeadlineExceeded)
+			assert.False(t, listener.IsClosed(), "an ended wait keeps the connection")
+
+			// Cancelled from the loop body.
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			m := pgnotify.Message{Channel: "ctx", Payload: "cancel"}
+			require.NoError(t, pgnotify.Notify(ctx, notifier, m, m))
+			var got []*pgnotify.Notification
+			errs = nil
+			for n, err := range pgnotify.Wait(cctx, listener, timeout) {
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if n != nil {
+					got = append(got, n)
+					cancel()
+				}
+			}
+			require.Len(t, errs, 1)
+			assert.ErrorIs(t, errs[0], context.Canceled)
+			assert.Equal(t, []pgnotify.Message{m}, messages(got), "duplicates in one transaction fold")
+
+			// Already done: the error comes first and alone.
+			errs = nil
+			for _, err := range pgnotify.Wait(cctx, listener, timeout) {
+				errs = append(errs, err)
+			}
+			require.Len(t, errs, 1)
+			assert.ErrorIs(t, errs[0], context.Canceled)
+
+			_, err := listener.Exec(ctx, "SELECT 1")
+			require.NoError(t, err)
+			assert.Empty(t, drain(ctx, t, listener))
+		})
+	}
+}
+
+func TestWaitZeroTimeoutContextDone(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	listener := connect(t)
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	var errs []error
+	for n, err := range pgnotify.Wait(cctx, listener, 0) {
+		require.Nil(t, n)
+		errs = append(errs, err)
+	}
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], context.Canceled)
+	assert.False(t, listener.IsClosed(), "nothing was sent, so the connection is intact")
+}
+
+// terminate kills conn's backend with pg_terminate_backend from another
+// session.
+func terminate(t *testing.T, pid uint32) {
+	t.Helper()
+	adminExec(t, "SELECT pg_terminate_backend($1)", int64(pid))
+}
+
+func requireTerminated(t *testing.T, err error) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	require.True(t, errors.As(err, &pgErr), "want a *pgconn.PgError, got %T: %v", err, err)
+	assert.Equal(t, "57P01", pgErr.Code) // admin_shutdown
+}
+
+func TestWaitConnectionLost(t *testing.T) {
+	for _, timeout := range []time.Duration{pgnotify.NoTimeout, time.Hour, 10 * time.Millisecond} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			requireServer(t)
+			ctx := testContext(t)
+			listener, notifier := connect(t), connect(t)
+			require.NoError(t, pgnotify.Listen(ctx, listener, "lost"))
+
+			var sent []pgnotify.Message
+			for i := range 6 {
+				sent = append(sent, pgnotify.Message{Channel: "lost", Payload: fmt.Sprint(i)})
+			}
+			// The first three reach pgx's buffer before the backend dies;
+			// Wait must still yield them.
+			require.NoError(t, pgnotify.Notify(ctx, notifier, sent[:3]...))
+			_, err := listener.Exec(ctx, "SELECT 1")
+			require.NoError(t, err)
+			require.NoError(t, pgnotify.Notify(ctx, notifier, sent[3:]...))
+
+			var got []*pgnotify.Notification
+			var errs []error
+			for n, err := range pgnotify.Wait(ctx, listener, timeout) {
+				require.Empty(t, errs, "nothing comes after the error")
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if n == nil {
+					continue
+				}
+				got = append(got, n)
+				if len(got) == len(sent) {
+					// Every notification has arrived; now kill the backend.
+					terminate(t, listener.PgConn().PID())
+				}
+			}
+			assert.Equal(t, sent, messages(got))
+			require.Len(t, errs, 1)
+			requireTerminated(t, errs[0])
+			assert.True(t, listener.IsClosed())
+		})
+	}
+}
+
+func TestWaitConnectionLostBeforeWait(t *testing.T) {
+	for _, timeout := range []time.Duration{pgnotify.NoTimeout, 0, 10 * time.Millisecond} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			requireServer(t)
+			ctx := testContext(t)
+			listener, notifier := connect(t), connect(t)
+			require.NoError(t, pgnotify.Listen(ctx, listener, "lost-before"))
+
+			sent := []pgnotify.Message{
+				{Channel: "lost-before", Payload: "a"},
+				{Channel: "lost-before", Payload: "b"},
+			}
+			require.NoError(t, pgnotify.Notify(ctx, notifier, sent...))
+			_, err := listener.Exec(ctx, "SELECT 1") // buffers both in pgx
+			require.NoError(t, err)
+			terminate(t, listener.PgConn().PID())
+
+			var got []*pgnotify.Notification
+			var errs []error
+			for n, err := range pgnotify.Wait(ctx, listener, timeout) {
+				require.Empty(t, errs, "nothing comes after the error")
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if n != nil {
+					got = append(got, n)
+				}
+			}
+			assert.Equal(t, sent, messages(got), "what pgx had received comes first")
+			require.Len(t, errs, 1)
+			if timeout != 0 {
+				// A wait reads the server's FATAL message. A zero timeout's
+				// ping may instead fail on the write, before reading it.
+				requireTerminated(t, errs[0])
+			}
+			assert.True(t, listener.IsClosed())
+		})
+	}
+}

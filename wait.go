@@ -1,0 +1,159 @@
+package pgnotify
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Wait returns an iterator over the notifications conn receives, for a
+// single connection without a [Manager]. It reads in the goroutine that
+// ranges over it and starts none of its own, so the loop body may use conn
+// (run a query, [Listen] on another channel) between iterations; nothing else
+// may use conn while the iterator is reading. Notifications come in the
+// order the server sent them, including those pgx had already buffered on
+// conn from earlier queries. conn must keep pgx's default notification
+// handling (no OnNotification in its config), which buffers them.
+//
+// timeout says what happens when nothing arrives:
+//
+//   - [NoTimeout] (any negative value): each step blocks until a
+//     notification arrives, ctx ends, or the connection is lost.
+//   - > 0: if no notification arrives within timeout of the step's start,
+//     Wait yields (nil, nil), an idle tick, and carries on. conn stays open
+//     and usable in the loop body.
+//   - 0: Wait yields every notification committed before the call on the
+//     channels conn listens on, then ends. It takes what pgx has buffered and
+//     makes one round trip, because the server sends pending notifications
+//     before it reports ready for the next query. conn should be idle (not in
+//     a transaction): the server holds notifications back until then.
+//
+// The iterator is a single-use stream and an error comes once, last: when
+// ctx ends, Wait yields ctx.Err() and stops, leaving conn open and any
+// buffered notifications in it (an interrupted wait does not close a pgx
+// connection; the round trip of a zero timeout, like any pgx query, does).
+// When the connection is lost, Wait first yields the notifications pgx had
+// already received, then the error that ended it; the server's
+// *pgconn.PgError (57P01 for pg_terminate_backend) stays reachable with
+// [errors.As]. If the loop body breaks, Wait returns at once and leaves
+// nothing running.
+func Wait(ctx context.Context, conn *pgx.Conn, timeout time.Duration) iter.Seq2[*Notification, error] {
+	return func(yield func(*Notification, error) bool) {
+		if err := ctx.Err(); err != nil {
+			yield(nil, err)
+			return
+		}
+		if timeout == 0 {
+			waitPending(ctx, conn, yield)
+			return
+		}
+		for {
+			if err := ctx.Err(); err != nil {
+				yield(nil, err)
+				return
+			}
+			n, idle, err := waitOne(ctx, conn, timeout)
+			switch {
+			case n != nil:
+				if !yield(n, nil) {
+					return
+				}
+			case idle:
+				if !yield(nil, nil) {
+					return
+				}
+				continue
+			}
+			if err == nil {
+				continue
+			}
+			if ctxErr := ctx.Err(); ctxErr != nil {
+				yield(nil, ctxErr)
+				return
+			}
+			if conn.IsClosed() && !yieldBuffered(conn, yield) {
+				return
+			}
+			yield(nil, err)
+			return
+		}
+	}
+}
+
+// waitOne waits for one notification on conn. idle reports that timeout (>
+// 0) passed with conn still open and ctx not done; err is then nil.
+func waitOne(ctx context.Context, conn *pgx.Conn, timeout time.Duration) (n *Notification, idle bool, err error) {
+	if timeout < 0 {
+		// With context.Background, pgx sets up no context watcher at all.
+		n, err = conn.WaitForNotification(ctx)
+		return n, false, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	n, err = conn.WaitForNotification(wctx)
+	expired := wctx.Err() != nil
+	cancel()
+	// pgconn turns a cancelled wait into a read deadline and keeps the
+	// connection open (peekMessage closes it on any read error except a
+	// timeout). So a wait that failed because our own deadline passed,
+	// while conn is still open and the caller's ctx is not done, is an idle
+	// tick and not a failure.
+	if n == nil && err != nil && expired && ctx.Err() == nil && !conn.IsClosed() &&
+		errors.Is(err, context.DeadlineExceeded) {
+		return nil, true, nil
+	}
+	return n, false, err
+}
+
+// waitPending yields every notification committed before the call: those
+// pgx has buffered, then those the server sends ahead of the ReadyForQuery
+// of one round trip.
+func waitPending(ctx context.Context, conn *pgx.Conn, yield func(*Notification, error) bool) {
+	if !yieldBuffered(conn, yield) {
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		yield(nil, err)
+		return
+	}
+	// PostgreSQL delivers the notifications pending for an idle session
+	// before it sends ReadyForQuery, so once the ping returns, pgx holds
+	// every notification committed before it was sent (py-postgresql #59:
+	// a zero-timeout wait that never reads the socket misses them).
+	err := conn.PgConn().Ping(ctx)
+	if !yieldBuffered(conn, yield) {
+		return
+	}
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			err = ctxErr
+		}
+		yield(nil, err)
+	}
+}
+
+// yieldBuffered yields the notifications pgx has already received on conn,
+// without I/O: given a context that is already done, WaitForNotification
+// returns a buffered notification, or an error once none is left. It reports
+// false if yield did.
+func yieldBuffered(conn *pgx.Conn, yield func(*Notification, error) bool) bool {
+	for {
+		n, _ := conn.WaitForNotification(doneCtx)
+		if n == nil {
+			return true
+		}
+		if !yield(n, nil) {
+			return false
+		}
+	}
+}
+
+// doneCtx is a context that is always done. pgx checks it before touching
+// the network, so a wait on it only pops the buffer.
+var doneCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()

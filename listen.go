@@ -36,8 +36,8 @@ type Message struct{ Channel, Payload string }
 
 // ValidateChannel reports whether name can be used as a channel name exactly
 // as written. It returns an error wrapping [ErrInvalidChannel] for an empty
-// name, a name longer than 63 bytes (the server would silently truncate it
-// to NAMEDATALEN-1 bytes and listen on a different channel), a name holding a
+// name, a name longer than 63 bytes (LISTEN would silently truncate it to
+// NAMEDATALEN-1 bytes and listen on a different channel), a name holding a
 // NUL byte, or a name that is not valid UTF-8. Every other name is valid,
 // including names with upper-case letters, spaces, quotes or SQL keywords:
 // pgnotify always quotes channel names, so [Listen]("Foo") hears

@@ -1,2 +1,100 @@
-// Package pgnotify is PostgreSQL LISTEN/NOTIFY for pgx v5.
+// Package pgnotify is PostgreSQL LISTEN/NOTIFY for pgx v5: a notification
+// manager that yields events from a changing set of connections, with the
+// helpers around it.
+//
+//	m := pgnotify.NewManager()
+//	defer m.Close(ctx)
+//	conn, err := pgx.Connect(ctx, url)
+//	if err != nil { ... }
+//	if err := pgnotify.Listen(ctx, conn, "jobs", "Orders"); err != nil { ... }
+//	if err := m.Add(ctx, conn); err != nil { ... }
+//	for ev, err := range m.Events(ctx) {
+//		if err != nil { ... }
+//		switch ev.Kind {
+//		case pgnotify.Batch:
+//			for _, n := range ev.Notifications {
+//				fmt.Println(n.Channel, n.Payload)
+//			}
+//		case pgnotify.Idle, pgnotify.Dead, pgnotify.Recovered:
+//			// see below
+//		}
+//	}
+//
+// # Ownership
+//
+// A connection added to a [Manager] belongs to it: one waiter goroutine per
+// connection reads from it, and nothing else may touch it until
+// [Manager.Remove] returns it. To run queries on a member, lend it to a
+// function with [Manager.Do]; change its channels with [Manager.Listen] and
+// [Manager.Unlisten], so that recovery knows them. The consumer, one
+// goroutine at a time, calls [Manager.Next], [Manager.Events] or
+// [Manager.Drain]; every other method is safe from any goroutine, also
+// while Next is blocked.
+//
+// # Timeouts and drain
+//
+// By default [Manager.Next] blocks until an event. With a timeout d > 0
+// ([Manager.SetTimeout] or [WithTimeout]) it yields an [Idle] event when
+// nothing arrived within d. With a timeout of 0 it drains: one pass makes a
+// round trip on every live connection and yields every notification
+// committed before the pass began, then io.EOF; the next call starts a new
+// pass. [Manager.Drain] is one pass returned as a slice, whatever the
+// timeout. Next returns io.EOF itself, unwrapped, also when the set is
+// empty, and [ErrClosed] after [Manager.Close].
+//
+// # Death and recovery
+//
+// A connection whose read fails (pg_terminate_backend, server shutdown or
+// crash, a protocol violation, a failed health ping) yields the
+// notifications it had received, then a [Dead] event, and moves to the
+// garbage set ([Manager.Garbage]) with its cause (the server's
+// *pgconn.PgError, such as 57P01, where there was one). The other members
+// carry on. [Manager.Recover], or [WithReconnect] automatically, replaces
+// dead connections and yields a [Recovered] event once the new one listens
+// on the same channels and before anything it receives. Notifications sent
+// while a connection was dead are lost, as NOTIFY always loses them:
+// Recovered is the gap signal, the moment to resynchronise from the
+// application's own tables.
+//
+// # Health
+//
+// A waiter only reads, and a half-open TCP connection never fails a read.
+// So a member that received nothing for a while is pinged
+// ([WithHealthCheck]; on by default, every 30s with a 10s timeout), and a
+// failed or slow ping means Dead.
+//
+// # Backpressure
+//
+// Each member holds at most [WithMaxPending] notifications for the
+// consumer. When its buffer is full its waiter stops reading: TCP pushes
+// back, and the server keeps the rest in its notification queue. Nothing
+// is dropped and memory stays bounded, but a stalled consumer holds back
+// the server's queue (8 GB, shared by the whole cluster; watch
+// pg_notification_queue_usage()): once it is full, every NOTIFY in the
+// cluster fails.
+//
+// Before PostgreSQL 19 every notifying commit wakes every listening backend
+// of its database, so many listening connections on one database cost the
+// server dearly: put many channels on few connections per database.
+//
+// # Channels and payloads
+//
+// Channel names are identifiers, always quoted: Listen(ctx, conn, "Foo")
+// hears Notify with Channel "Foo", not "foo". Names the server would reject
+// or silently truncate (empty, over 63 bytes, with a NUL byte, invalid
+// UTF-8) fail with [ErrInvalidChannel] before anything is sent; payloads of
+// 8000 bytes or more fail with [ErrPayloadTooLong]. Payloads always travel as
+// bind parameters, never inside SQL.
+//
+// # Wait
+//
+// For one connection and no goroutines, [Wait] is an iterator that reads in
+// the caller's goroutine, so the loop body may use the connection between
+// notifications.
+//
+// # Helpers
+//
+// [Listen], [Unlisten], [UnlistenAll], [ListeningChannels] and [Notify] are
+// one round trip each and all-or-nothing. [Notify] takes any [Execer], so a
+// NOTIFY can ride in the application's own transaction.
 package pgnotify

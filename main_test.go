@@ -1,0 +1,40 @@
+package pgnotify_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
+)
+
+// exampleURL is the server the runnable examples use: a throwaway cluster,
+// or PGNOTIFY_TEST_DATABASE_URL. Set by TestMain; read-only after.
+var exampleURL string
+
+// TestMain provides the examples' server. Under -short, the server-free
+// subset, it runs only the tests: examples always run and need a server, so
+// they are left out unless a -run pattern asks for them.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		if f := flag.Lookup("test.run"); f != nil && f.Value.String() == "" {
+			flag.Set("test.run", "^Test")
+		}
+		os.Exit(m.Run())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	url, stop, err := pgtmp.FromEnv(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgnotify: no server for the examples (go test -short runs the rest): %v\n", err)
+		os.Exit(1)
+	}
+	exampleURL = url
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}

@@ -31,6 +31,11 @@ type Manager struct {
 
 	signal   chan struct{} // cap 1: the ready queue or the set changed
 	closedCh chan struct{} // closed by Close
+	stats    counters
+
+	// ctx is cancelled by Close; automatic reconnects dial under it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	// wg counts waiters and drain passes, so Close returns with none left.
 	wg sync.WaitGroup
@@ -42,9 +47,10 @@ type Manager struct {
 	mu      sync.Mutex
 	members map[*pgx.Conn]*member  // live members, and dead ones whose Dead event is not yet yielded
 	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
-	// recovering holds garbage connections a Recover is replacing; they
-	// count as members for io.EOF.
+	// recovering holds garbage connections a Recover or WithReconnect is
+	// replacing; they count as members for io.EOF.
 	recovering map[*pgx.Conn]struct{}
+	deaths     map[string]uint64 // Dead events yielded, by causeClass
 	ready      fifo
 	garbage    []Garbage
 	pass       *pass // the drain pass in progress, if any
@@ -62,7 +68,9 @@ func NewManager(opts ...Option) *Manager {
 		adding:   make(map[*pgx.Conn]struct{}),
 
 		recovering: make(map[*pgx.Conn]struct{}),
+		deaths:     make(map[string]uint64),
 	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.timeout.Store(int64(m.cfg.timeout))
 	return m
 }
@@ -304,6 +312,12 @@ func (m *Manager) TakeGarbage() []Garbage {
 	defer m.mu.Unlock()
 	g := m.garbage
 	m.garbage = nil
+	// A reconnect in progress gives up at its next step; until then the
+	// taken connections no longer keep the set from being empty.
+	for _, x := range g {
+		delete(m.recovering, x.Conn)
+	}
+	m.wakeConsumer()
 	return g
 }
 
@@ -464,6 +478,8 @@ func (m *Manager) popLocked() (Event, bool) {
 				m.ready.push(e)
 			}
 			w.roomFreed()
+			m.stats.batches.Add(1)
+			m.stats.notifications.Add(uint64(k))
 			return Event{Kind: Batch, Conn: w.conn, Notifications: batch}, true
 		}
 		w.queued = false
@@ -502,6 +518,8 @@ func (m *Manager) collectLocked() []Event {
 			k := min(len(ns), m.cfg.maxPending)
 			evs = append(evs, Event{Kind: Batch, Conn: w.conn, Notifications: ns[:k:k]})
 			ns = ns[k:]
+			m.stats.batches.Add(1)
+			m.stats.notifications.Add(uint64(k))
 		}
 		if dead {
 			evs = append(evs, m.buryLocked(w))
@@ -520,6 +538,19 @@ func (m *Manager) buryLocked(w *member) Event {
 		delete(m.members, w.conn)
 	}
 	m.garbage = append(m.garbage, g)
+	m.deaths[causeClass(cause)]++
+	if m.cfg.dial != nil && !m.closed {
+		// Recovery starts only now, so its Recovered event cannot overtake
+		// the Dead one. A connection that dies soon after it was recovered
+		// keeps backing off: no storm against a server that accepts and
+		// then drops.
+		attempt := 0
+		if !w.adopted.IsZero() && time.Since(w.adopted) < m.cfg.stableAfter() {
+			attempt = w.attempt + 1
+		}
+		m.recovering[g.Conn] = struct{}{}
+		m.goReconnect(g, attempt)
+	}
 	return Event{Kind: Dead, Conn: w.conn, Err: cause}
 }
 
@@ -579,6 +610,7 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 			if ok {
 				return ev, nil
 			}
+			m.stats.idle.Add(1)
 			return Event{Kind: Idle}, nil
 		}
 	}
@@ -738,6 +770,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	garbage := m.garbage
 	m.mu.Unlock()
 	close(m.closedCh)
+	m.cancel()
 
 	for _, w := range ws {
 		// A member a Remove is already taking back stays the caller's.

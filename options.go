@@ -58,16 +58,29 @@ func (c *config) roundTripTimeout() time.Duration {
 	return roundTripTimeout
 }
 
+// stableAfter is how long a recovered connection must stay up before the
+// reconnect backoff starts again from min.
+func (c *config) stableAfter() time.Duration {
+	return max(c.reconnectMax, 10*time.Second)
+}
+
 // WithTimeout sets the initial timeout of [Manager.Next]; see
 // [Manager.SetTimeout] for its meaning. The default is [NoTimeout].
 func WithTimeout(d time.Duration) Option {
 	return func(c *config) { c.timeout = normTimeout(d) }
 }
 
-// WithReconnect makes the manager recover dead connections by itself: each
-// one is redialled with dial after a delay drawn with full jitter from an
-// exponential backoff between min and max, as [Manager.Recover] does. A
-// nil dial turns automatic recovery off, which is the default.
+// WithReconnect makes the manager recover dead connections by itself, as
+// [Manager.Recover] does, from the moment their Dead event is yielded:
+// each is redialled after a delay drawn at random between min and an
+// exponentially growing ceiling capped at max, until it succeeds or the
+// manager is closed. The backoff starts again from min only once a
+// recovered connection has stayed up for max (at least 10s), so a server
+// that accepts and then drops connections is not stormed. A connection
+// being recovered counts as a member, so Next does not return io.EOF.
+// Failed attempts are logged (see [WithLogger]) and counted in
+// [Manager.Stats]. A nil dial turns automatic recovery off, the default;
+// min <= 0 means 100ms, and max < min means min.
 func WithReconnect(dial DialFunc, min, max time.Duration) Option {
 	return func(c *config) {
 		if min <= 0 {

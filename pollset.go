@@ -3,6 +3,8 @@ package pgnotify
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -32,6 +34,10 @@ const (
 	stateRemoved             // Remove or Close stopped its waiter
 )
 
+// errClosedInDo is the cause of death of a connection a Do function closed
+// without returning an error.
+var errClosedInDo = errors.New("pgnotify: connection closed inside Do")
+
 // pastDeadline interrupts a read at once.
 var pastDeadline = time.Unix(1, 0)
 
@@ -47,8 +53,10 @@ var cancelledCtx = func() context.Context {
 type member struct {
 	m       *Manager
 	conn    *pgx.Conn
-	netConn net.Conn // conn's socket: only its deadline is touched by others
-	seq     uint64   // order of Add, for Conns
+	netConn net.Conn  // conn's socket: only its deadline is touched by others
+	seq     uint64    // order of Add, for Conns
+	adopted time.Time // when Recover added it (zero for Add)
+	attempt int       // reconnect attempt that produced it, for backoff
 
 	exited chan struct{} // closed when the waiter returns
 	wake   chan struct{} // cap 1: a parked waiter has room again, or a request
@@ -275,7 +283,7 @@ func (w *member) run() {
 			continue
 		case actPing:
 			armed = w.setDeadline(armed, time.Time{})
-			if !w.roundTrip() {
+			if !w.roundTrip(true) {
 				return
 			}
 			quiet()
@@ -367,25 +375,26 @@ func (w *member) serve(r *request) bool {
 		if w.conn.IsClosed() {
 			cause := r.fnErr
 			if cause == nil {
-				cause = errors.New("pgnotify: connection closed inside Do")
+				cause = errClosedInDo
 			}
 			w.die(cause, nil)
 			return false
 		}
 		return true
 	default:
-		live := w.roundTrip()
+		live := w.roundTrip(false)
 		r.done <- nil
 		return live
 	}
 }
 
 // roundTrip pings the server on a fresh context with its own timeout and
-// reports whether the connection survived. The server sends every
+// reports whether the connection survived; health says the ping is a health
+// check, which a failure's cause records. The server sends every
 // notification committed before the ping ahead of its ReadyForQuery, so
 // after it pgx's buffer holds all of them; they are published before a
 // death is.
-func (w *member) roundTrip() bool {
+func (w *member) roundTrip(health bool) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
 	err := w.conn.PgConn().Ping(ctx)
 	cancel()
@@ -395,6 +404,9 @@ func (w *member) roundTrip() bool {
 	}
 	if err == nil {
 		err = errors.New("pgnotify: connection closed during ping")
+	}
+	if health {
+		err = fmt.Errorf("%w: %w", errHealth, err)
 	}
 	w.closeConn()
 	w.die(err, nil)
@@ -576,6 +588,25 @@ func (m *Manager) startPass(ws []*member) *pass {
 		g.Wait()
 	}()
 	return p
+}
+
+// goReconnect starts the automatic recovery of a dead connection.
+func (m *Manager) goReconnect(g Garbage, attempt int) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.reconnect(g, attempt)
+	}()
+}
+
+// backoff returns the delay before reconnect attempt n (from 0): drawn with
+// full jitter between min and min·2ⁿ, capped at max.
+func backoff(min, max time.Duration, n int) time.Duration {
+	ceil := max
+	if n < 62 && min<<n > 0 && min<<n < max {
+		ceil = min << n
+	}
+	return min + rand.N(ceil-min+1)
 }
 
 // waitDone returns a channel closed when wg's count reaches zero.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -32,7 +33,14 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 		return err
 	}
 	return fanOut(len(gs), func(i int) error {
-		return m.recoverOne(ctx, dial, gs[i])
+		err := m.recoverOne(ctx, dial, gs[i], 0)
+		if err != nil {
+			m.mu.Lock()
+			delete(m.recovering, gs[i].Conn)
+			m.mu.Unlock()
+			m.wakeConsumer()
+		}
+		return err
 	})
 }
 
@@ -54,18 +62,16 @@ func (m *Manager) claimGarbage() ([]Garbage, error) {
 	return gs, nil
 }
 
-// recoverOne replaces one dead connection, or leaves it in the garbage set
-// and says why.
-func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage) error {
+// recoverOne replaces one dead connection, claimed in m.recovering by the
+// caller, or says why not; the caller releases the claim on failure.
+func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, attempt int) error {
+	m.stats.attempts.Add(1)
 	conn, err := m.dialListening(ctx, dial, g)
 	if err == nil {
-		err = m.adopt(conn, g)
+		err = m.adopt(conn, g, attempt)
 	}
 	if err != nil {
-		m.mu.Lock()
-		delete(m.recovering, g.Conn)
-		m.mu.Unlock()
-		m.wakeConsumer()
+		m.stats.failures.Add(1)
 		return fmt.Errorf("pgnotify: recover connection (pid %d): %w", g.Conn.PgConn().PID(), err)
 	}
 	return nil
@@ -108,7 +114,7 @@ func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (
 
 // adopt adds conn in place of the dead g: the Recovered event is queued
 // before anything the new member receives.
-func (m *Manager) adopt(conn *pgx.Conn, g Garbage) error {
+func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -118,9 +124,14 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage) error {
 	if _, dup := m.members[conn]; dup {
 		return fmt.Errorf("DialFunc returned a member: %w", ErrAlreadyAdded)
 	}
+	if !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }) {
+		conn.Close(context.Background())
+		return errors.New("the dead connection was taken with TakeGarbage")
+	}
 	delete(m.recovering, g.Conn)
 	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
 	w := newMember(m, conn, g.Channels, popBuffered(conn, nil))
+	w.adopted, w.attempt = time.Now(), attempt
 	m.seq++
 	w.seq = m.seq
 	m.members[conn] = w
@@ -130,9 +141,50 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage) error {
 		m.ready.push(entry{w: w})
 	}
 	w.start()
+	m.stats.recoveries.Add(1)
 	m.wakeConsumer()
 	if l := m.cfg.logger; l != nil {
 		l.Info("pgnotify: connection recovered", "old_pid", g.Conn.PgConn().PID(), "pid", conn.PgConn().PID())
 	}
 	return nil
+}
+
+// reconnect replaces g, waiting a backoff delay before each attempt, until
+// it succeeds, the manager closes, or g leaves the garbage set (taken by
+// TakeGarbage). g stays claimed in m.recovering throughout, so Next does not
+// see an empty set between attempts.
+func (m *Manager) reconnect(g Garbage, attempt int) {
+	t := time.NewTimer(backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-m.ctx.Done():
+			return
+		}
+		err := m.recoverOne(m.ctx, m.cfg.dial, g, attempt)
+		if err == nil || m.ctx.Err() != nil {
+			return
+		}
+		if l := m.cfg.logger; l != nil {
+			l.Warn("pgnotify: reconnect failed", "attempt", attempt+1, "err", err)
+		}
+		if !m.stillGarbage(g.Conn) {
+			return
+		}
+		attempt++
+		t.Reset(backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt))
+	}
+}
+
+// stillGarbage reports whether conn is still in the garbage set, and
+// releases its claim if it is not.
+func (m *Manager) stillGarbage(conn *pgx.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if slices.ContainsFunc(m.garbage, func(g Garbage) bool { return g.Conn == conn }) {
+		return true
+	}
+	delete(m.recovering, conn)
+	return false
 }

@@ -79,37 +79,41 @@ func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, atte
 
 // dialListening dials a replacement for g and makes it listen on g's
 // channels. On failure the new connection is closed.
-func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (conn *pgx.Conn, err error) {
-	conn, err = dial(ctx, g)
+func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
+	conn, err := dial(ctx, g)
 	if err != nil {
 		return nil, err
 	}
 	if conn == nil {
 		return nil, errors.New("DialFunc returned a nil connection")
 	}
-	defer func() {
-		if err != nil {
-			conn.Close(context.WithoutCancel(ctx))
-		}
-	}()
+	if err := prepareReplacement(ctx, conn, g.Channels); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return conn, nil
+}
+
+// prepareReplacement makes conn listen on channels and checks that it does.
+func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) error {
 	if s := conn.PgConn().TxStatus(); s != 'I' {
-		return nil, fmt.Errorf("new connection is in a transaction (status %q)", s)
+		return fmt.Errorf("new connection is in a transaction (status %q)", s)
 	}
 	// LISTEN fails on a hot standby ("cannot execute LISTEN during
 	// recovery"), which surfaces here as the server's error.
-	if err := Listen(ctx, conn, g.Channels...); err != nil {
-		return nil, err
+	if err := Listen(ctx, conn, channels...); err != nil {
+		return err
 	}
 	have, err := ListeningChannels(ctx, conn)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	for _, c := range g.Channels {
+	for _, c := range channels {
 		if !slices.Contains(have, c) {
-			return nil, fmt.Errorf("new connection does not listen on %q after LISTEN", c)
+			return fmt.Errorf("new connection does not listen on %q after LISTEN", c)
 		}
 	}
-	return conn, nil
+	return nil
 }
 
 // adopt adds conn in place of the dead g: the Recovered event is queued

@@ -1,0 +1,198 @@
+package pgnotifytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c59d106d/pgnotify"
+)
+
+// dialer returns a DialFunc that connects to the test server, counting its
+// calls. What it opens belongs to the manager, which closes it.
+func dialer(t testing.TB, calls *atomic.Int64) pgnotify.DialFunc {
+	return func(ctx context.Context, dead pgnotify.Garbage) (*pgx.Conn, error) {
+		if calls != nil {
+			calls.Add(1)
+		}
+		return pgx.Connect(ctx, connString)
+	}
+}
+
+// untilKind returns the first event of kind k, failing on errors.
+func untilKind(t testing.TB, ctx context.Context, m *pgnotify.Manager, k pgnotify.Kind) pgnotify.Event {
+	t.Helper()
+	for {
+		ev := next(t, ctx, m)
+		if ev.Kind == k {
+			return ev
+		}
+	}
+}
+
+func TestManagerRecover(t *testing.T) {
+	ctx := testContext(t)
+	old := listener(t, "rec", "Rec Two")
+	m := newManager(t)
+	require.NoError(t, m.Add(ctx, old))
+	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+
+	require.NoError(t, m.Recover(ctx, dialer(t, nil)))
+	ev := next(t, ctx, m)
+	require.Equal(t, pgnotify.Recovered, ev.Kind)
+	assert.Equal(t, old, ev.Replaced)
+	require.NotNil(t, ev.Conn)
+	assert.Empty(t, m.Garbage())
+	assert.Equal(t, []*pgx.Conn{ev.Conn}, m.Conns())
+
+	// The new connection listens on the same channels before the event.
+	var chs []string
+	require.NoError(t, m.Do(ctx, ev.Conn, func(c *pgx.Conn) error {
+		var err error
+		chs, err = pgnotify.ListeningChannels(ctx, c)
+		return err
+	}))
+	assert.Equal(t, []string{"Rec Two", "rec"}, chs)
+	notify(t, "Rec Two", "after")
+	got, _ := drainPayloads(t, ctx, m)
+	assert.Equal(t, map[*pgx.Conn][]string{ev.Conn: {"after"}}, got)
+	assert.EqualValues(t, 1, m.Stats().Recoveries)
+}
+
+func TestManagerRecoverFailureStaysInGarbage(t *testing.T) {
+	ctx := testContext(t)
+	old := listener(t, "recfail")
+	m := newManager(t)
+	require.NoError(t, m.Add(ctx, old))
+	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+
+	refused := errors.New("refused")
+	err := m.Recover(ctx, func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) { return nil, refused })
+	require.ErrorIs(t, err, refused)
+	require.Len(t, m.Garbage(), 1)
+	// Nothing live and nothing being recovered: the stream ends.
+	_, err = m.Next(ctx)
+	assert.Equal(t, io.EOF, err)
+	s := m.Stats()
+	assert.EqualValues(t, 1, s.ReconnectAttempts)
+	assert.EqualValues(t, 1, s.ReconnectFailures)
+	assert.EqualValues(t, map[string]uint64{"57P01": 1}, s.DeathsByCause)
+}
+
+func TestManagerRecoverRefusesBadChannelsReplacement(t *testing.T) {
+	ctx := testContext(t)
+	old := listener(t, "rectx")
+	m := newManager(t)
+	require.NoError(t, m.Add(ctx, old))
+	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+
+	// A replacement inside a transaction could never receive anything.
+	var replacement *pgx.Conn
+	err := m.Recover(ctx, func(ctx context.Context, _ pgnotify.Garbage) (*pgx.Conn, error) {
+		c, err := pgx.Connect(ctx, connString)
+		if err == nil {
+			replacement = c
+			_, err = c.Exec(ctx, "BEGIN")
+		}
+		return c, err
+	})
+	require.ErrorContains(t, err, "transaction")
+	require.Len(t, m.Garbage(), 1)
+	assert.True(t, replacement.IsClosed(), "a refused replacement is closed")
+}
+
+func TestManagerReconnectAutomatically(t *testing.T) {
+	ctx := testContext(t)
+	var calls atomic.Int64
+	a, b := listener(t, "auto"), listener(t, "auto")
+	m := newManager(t, pgnotify.WithReconnect(dialer(t, &calls), time.Millisecond, 20*time.Millisecond))
+	require.NoError(t, m.Add(ctx, a, b))
+
+	for round := range 3 {
+		victims := m.Conns()
+		for _, c := range victims {
+			adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
+		}
+		// Every member: Dead, then Recovered (which comes after its Dead).
+		dead, recovered := map[*pgx.Conn]bool{}, map[*pgx.Conn]bool{}
+		for len(recovered) < len(victims) {
+			ev := next(t, ctx, m)
+			switch ev.Kind {
+			case pgnotify.Dead:
+				dead[ev.Conn] = true
+			case pgnotify.Recovered:
+				require.True(t, dead[ev.Replaced], "Recovered before its Dead")
+				recovered[ev.Replaced] = true
+			}
+		}
+		require.Len(t, m.Conns(), 2, "round %d", round)
+		// Everything sent after the Recovered events arrives exactly once.
+		want := seq(fmt.Sprintf("r%d-", round), 50)
+		notify(t, "auto", want...)
+		got := collect(t, ctx, m, 100)
+		for _, c := range m.Conns() {
+			assert.Equal(t, want, got[c])
+		}
+	}
+	assert.EqualValues(t, 6, m.Stats().Recoveries)
+	assert.Empty(t, m.Garbage())
+}
+
+func TestManagerReconnectKeepsSetOpenWhileFailing(t *testing.T) {
+	ctx := testContext(t)
+	var calls atomic.Int64
+	fail := atomic.Bool{}
+	fail.Store(true)
+	dial := func(ctx context.Context, g pgnotify.Garbage) (*pgx.Conn, error) {
+		calls.Add(1)
+		if fail.Load() {
+			return nil, errors.New("server down")
+		}
+		return dialer(t, nil)(ctx, g)
+	}
+	c := listener(t, "storm")
+	m := newManager(t, pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
+	require.NoError(t, m.Add(ctx, c))
+	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+	// While attempts fail the set is not empty: Next waits, not io.EOF.
+	waitUntil(t, 10*time.Second, "three failed attempts", func() bool { return calls.Load() >= 3 })
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	_, err := m.Next(short)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.GreaterOrEqual(t, m.Stats().ReconnectFailures, uint64(3))
+	fail.Store(false)
+	ev := untilKind(t, ctx, m, pgnotify.Recovered)
+	assert.Equal(t, c, ev.Replaced)
+}
+
+func TestManagerTakeGarbageStopsReconnect(t *testing.T) {
+	ctx := testContext(t)
+	dial := func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) {
+		return nil, errors.New("server down")
+	}
+	c := listener(t, "take")
+	m := newManager(t, pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
+	require.NoError(t, m.Add(ctx, c))
+	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+	g := m.TakeGarbage()
+	require.Len(t, g, 1)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, g[0].Err, &pgErr)
+	_, err := m.Next(ctx)
+	assert.Equal(t, io.EOF, err)
+}

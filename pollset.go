@@ -41,14 +41,6 @@ var errClosedInDo = errors.New("pgnotify: connection closed inside Do")
 // pastDeadline interrupts a read at once.
 var pastDeadline = time.Unix(1, 0)
 
-// cancelledCtx makes pgx return a notification it already buffered without
-// touching the socket, or a context error when none is left.
-var cancelledCtx = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()
-
 // member is one managed connection and its waiter.
 type member struct {
 	m       *Manager
@@ -411,17 +403,6 @@ func (w *member) roundTrip(health bool) bool {
 	w.closeConn()
 	w.die(err, nil)
 	return false
-}
-
-// popBuffered appends the notifications pgx buffered on conn, without I/O.
-func popBuffered(conn *pgx.Conn, into []*Notification) []*Notification {
-	for {
-		n, err := conn.WaitForNotification(cancelledCtx)
-		if n == nil || err != nil {
-			return into
-		}
-		into = append(into, n)
-	}
 }
 
 // closeConn closes a connection the waiter owns, without waiting on a dead

@@ -140,7 +140,7 @@ func waitPending(ctx context.Context, conn *pgx.Conn, yield func(*Notification, 
 // false if yield did.
 func yieldBuffered(conn *pgx.Conn, yield func(*Notification, error) bool) bool {
 	for {
-		n, _ := conn.WaitForNotification(doneCtx)
+		n, _ := conn.WaitForNotification(cancelledCtx)
 		if n == nil {
 			return true
 		}
@@ -149,11 +149,3 @@ func yieldBuffered(conn *pgx.Conn, yield func(*Notification, error) bool) bool {
 		}
 	}
 }
-
-// doneCtx is a context that is always done. pgx checks it before touching
-// the network, so a wait on it only pops the buffer.
-var doneCtx = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()

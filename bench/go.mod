@@ -1,0 +1,18 @@
+module github.com/seed-c59d106d/pgnotify/bench
+
+go 1.26.0
+
+replace github.com/seed-c59d106d/pgnotify => ..
+
+require (
+	github.com/jackc/pgx/v5 v5.12.0
+	github.com/lib/pq v1.12.3
+	github.com/seed-c59d106d/pgnotify v0.0.0-00010101000000-000000000000
+	golang.org/x/sync v0.24.0
+)
+
+require (
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	golang.org/x/text v0.41.0 // indirect
+)

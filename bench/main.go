@@ -1,0 +1,251 @@
+// Command bench compares pgnotify with raw pgx, lib/pq and bare pgproto3,
+// in the same run, and prints markdown tables of medians, min–max over the
+// repetitions and ratios.
+//
+// It is a nested module (so that lib/pq never enters pgnotify's go.mod):
+// from the repository root run
+//
+//	cd bench && go run . [flags] <scenario>...
+//
+// or ./bench/run [flags] <scenario>..., which does the same. Scenarios:
+//
+//	client   receive rate from a fake server streaming 64-byte notifications:
+//	         rate, CPU ns and allocations per notification
+//	backlog  drain a real server's queue of 2 M notifications that piled up
+//	         while the listener was paused
+//	latency  NOTIFY→application latency (p50/p99/max) at a fixed rate, real server
+//	fanin    K = 10, 100, 1000 connections into one consumer: aggregate rate
+//	         and latency, fake and real servers
+//	idle     1000 managed connections with no traffic: CPU, memory, goroutines
+//	drain    one drain pass over K = 100 and 1000 real connections vs a
+//	         sequential loop and an errgroup(64) loop
+//	all      every scenario above, then chart
+//	chart    write chart.svg from the saved client and latency results
+//
+// The program starts its own servers: a throwaway PostgreSQL cluster
+// (internal/pgtmp) for the real-server scenarios, and for the fake one
+// itself, re-executed as a child process so that its CPU time is not the
+// client's. Every scenario interleaves the implementations within each
+// repetition. Results are also saved as JSON under -out, which chart reads.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+)
+
+// config is what the flags say.
+type config struct {
+	quick   bool
+	reps    int
+	impls   string
+	out     string
+	verbose bool
+}
+
+// result is one scenario's outcome, saved as JSON.
+type result struct {
+	Scenario string
+	Quick    bool
+	Reps     int
+	Started  time.Time
+	Machine  machine
+	Params   map[string]any
+	Rows     []row
+	Markdown string
+}
+
+// row is one implementation in one setting, with its measured metrics.
+type row struct {
+	Group   string // e.g. "K=100 fake"; empty when the scenario has one
+	Key     string
+	Name    string
+	Metrics map[string]summary
+}
+
+// machine describes where the run happened.
+type machine struct {
+	CPUs     int
+	CPUModel string
+	Go       string
+	OS       string
+	Postgres string `json:",omitempty"`
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == fakeServerCmd {
+		if err := runFakeServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "fake server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var cfg config
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
+	flag.BoolVar(&cfg.quick, "quick", false, "smaller sizes and shorter runs")
+	flag.IntVar(&cfg.reps, "reps", 0, "repetitions (default 5 for client, 3 otherwise; at least 3 for a report)")
+	flag.StringVar(&cfg.impls, "impl", "", "comma-separated implementation keys to run (default all); see -list")
+	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
+	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
+	list := flag.Bool("list", false, "list the implementation keys and exit")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|all|chart ...\n\nflags:\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if *list {
+		for _, im := range singleImpls {
+			fmt.Printf("client/backlog/latency: %-9s %s\n", im.key, im.name)
+		}
+		for _, im := range fanImpls {
+			fmt.Printf("fanin/idle:             %-9s %s\n", im.key, im.name)
+		}
+		fmt.Printf("idle:                   %-9s %s\n", "managerhc", "pgnotify Manager, health check every 1s")
+		for _, im := range drainImpls {
+			fmt.Printf("drain:                  %-9s %s\n", im.key, im.name)
+		}
+		return
+	}
+	scenarios := flag.Args()
+	if len(scenarios) == 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if len(scenarios) == 1 && scenarios[0] == "all" {
+		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "chart"}
+	}
+	raiseFileLimit()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+	ctx := context.Background()
+	for _, sc := range scenarios {
+		if err := run(ctx, cfg, sc); err != nil {
+			pprof.StopCPUProfile()
+			fatal(fmt.Errorf("%s: %w", sc, err))
+		}
+	}
+}
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+// scenarioFuncs run one scenario each.
+var scenarioFuncs = map[string]func(context.Context, config, *result) error{
+	"client":  runClient,
+	"backlog": runBacklog,
+	"latency": runLatency,
+	"fanin":   runFanin,
+	"idle":    runIdle,
+	"drain":   runDrain,
+}
+
+func run(ctx context.Context, cfg config, name string) error {
+	if name == "chart" {
+		return writeChart(cfg)
+	}
+	fn, ok := scenarioFuncs[name]
+	if !ok {
+		return fmt.Errorf("unknown scenario %q", name)
+	}
+	if cfg.reps == 0 {
+		cfg.reps = 3
+		if name == "client" {
+			cfg.reps = 5
+		}
+	}
+	res := &result{Scenario: name, Quick: cfg.quick, Reps: cfg.reps, Started: time.Now(),
+		Machine: describeMachine(), Params: map[string]any{}}
+	fmt.Printf("## %s\n\n", name)
+	fmt.Printf("%s, %d CPUs, %s, %s; %d repetitions%s\n\n", res.Machine.CPUModel, res.Machine.CPUs,
+		res.Machine.Go, res.Machine.OS, cfg.reps, map[bool]string{true: ", -quick"}[cfg.quick])
+	if err := fn(ctx, cfg, res); err != nil {
+		return err
+	}
+	if res.Machine.Postgres != "" {
+		fmt.Printf("Server: %s\n\n", res.Machine.Postgres)
+	}
+	fmt.Println(res.Markdown)
+	return save(cfg, res)
+}
+
+// save writes res to OUT/<scenario>[-quick].json.
+func save(cfg config, res *result) error {
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(resultPath(cfg, res.Scenario, res.Quick), b, 0o644)
+}
+
+func resultPath(cfg config, scenario string, quick bool) string {
+	name := scenario
+	if quick {
+		name += "-quick"
+	}
+	return filepath.Join(cfg.out, name+".json")
+}
+
+// load reads a saved result, preferring the full run over the quick one.
+func load(cfg config, scenario string) (*result, error) {
+	var errs []error
+	for _, quick := range []bool{false, true} {
+		b, err := os.ReadFile(resultPath(cfg, scenario, quick))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var res result
+		if err := json.Unmarshal(b, &res); err != nil {
+			return nil, err
+		}
+		return &res, nil
+	}
+	return nil, errors.Join(errs...)
+}
+
+func describeMachine() machine {
+	m := machine{CPUs: runtime.NumCPU(), Go: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m.CPUModel = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if out, err := exec.Command("uname", "-r").Output(); err == nil {
+		m.OS += " (Linux " + strings.TrimSpace(string(out)) + ")"
+	}
+	return m
+}
+
+// logf prints progress to stderr, so that stdout is the report.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// meter takes the client process's resource counters at two instants.
+type meter struct {
+	wall    time.Time
+	cpu     time.Duration // user + system, this process only
+	mallocs uint64
+}
+
+// cpuTime returns this process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// mallocs returns the number of heap allocations made so far.
+// ReadMemStats stops the world briefly; it is called outside timed loops.
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}
+
+func startMeter() meter {
+	return meter{wall: time.Now(), cpu: cpuTime(), mallocs: mallocs()}
+}
+
+// sample is what one timed run of n notifications cost.
+type sample struct {
+	n       int
+	wall    time.Duration
+	cpu     time.Duration
+	mallocs uint64
+}
+
+func (m meter) stop(n int) sample {
+	wall := time.Since(m.wall)
+	return sample{n: n, wall: wall, cpu: cpuTime() - m.cpu, mallocs: mallocs() - m.mallocs}
+}
+
+// rate returns notifications per second.
+func (s sample) rate() float64 { return float64(s.n) / s.wall.Seconds() }
+
+// cpuPer returns CPU nanoseconds per notification.
+func (s sample) cpuPer() float64 { return float64(s.cpu.Nanoseconds()) / float64(s.n) }
+
+// allocsPer returns heap allocations per notification.
+func (s sample) allocsPer() float64 { return float64(s.mallocs) / float64(s.n) }
+
+// summary is a value measured over several repetitions.
+type summary struct {
+	Median, Min, Max float64
+	Values           []float64
+}
+
+func summarize(vs []float64) summary {
+	if len(vs) == 0 {
+		return summary{Median: math.NaN(), Min: math.NaN(), Max: math.NaN()}
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	return summary{Median: median(s), Min: s[0], Max: s[len(s)-1], Values: vs}
+}
+
+// median of sorted values.
+func median(s []float64) float64 {
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// percentile of sorted durations (nearest rank).
+func percentile(s []time.Duration, p float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	i = max(0, min(i, len(s)-1))
+	return s[i]
+}
+
+// table builds a markdown table.
+type table struct {
+	head []string
+	rows [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) String() string {
+	var b strings.Builder
+	b.WriteString("| " + strings.Join(t.head, " | ") + " |\n")
+	b.WriteString("|")
+	for i := range t.head {
+		if i == 0 {
+			b.WriteString(" --- |")
+		} else {
+			b.WriteString(" ---: |")
+		}
+	}
+	b.WriteString("\n")
+	for _, r := range t.rows {
+		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	return b.String()
+}
+
+// fmtSummary prints "median (min–max)" with f formatting each number.
+func fmtSummary(s summary, f func(float64) string) string {
+	if math.IsNaN(s.Median) {
+		return "—"
+	}
+	if len(s.Values) == 1 {
+		return f(s.Median)
+	}
+	return fmt.Sprintf("%s (%s–%s)", f(s.Median), f(s.Min), f(s.Max))
+}
+
+// fmtRatio prints a/b as "1.23×".
+func fmtRatio(a, b float64) string {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func fmtMps(v float64) string { return fmt.Sprintf("%.2f M/s", v/1e6) }
+func fmtKps(v float64) string { return fmt.Sprintf("%.1f k/s", v/1e3) }
+func fmtRate(v float64) string {
+	if v >= 1e6 {
+		return fmtMps(v)
+	}
+	return fmtKps(v)
+}
+func fmtNs(v float64) string     { return fmt.Sprintf("%.0f", v) }
+func fmtAllocs(v float64) string { return fmt.Sprintf("%.2f", v) }
+func fmtUs(v float64) string     { return fmt.Sprintf("%.0f µs", v) }
+func fmtMs(v float64) string     { return fmt.Sprintf("%.1f ms", v) }
+func fmtKiB(v float64) string    { return fmt.Sprintf("%.1f KiB", v) }
+func fmtPct(v float64) string    { return fmt.Sprintf("%.3f%%", v) }
+func fmtF2(v float64) string     { return fmt.Sprintf("%.2f", v) }
+
+// rssBytes returns the process's resident set size from /proc.
+func rssBytes() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return math.NaN()
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseFloat(f[0], 64)
+				if err == nil {
+					return kb * 1024
+				}
+			}
+		}
+	}
+	return math.NaN()
+}
+
+// raiseFileLimit lifts the open-files limit to its hard maximum, for 1000+
+// connections (and their servers' sockets, when the server is a child).
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return
+	}
+	l.Cur = l.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}

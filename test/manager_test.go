@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -449,24 +450,37 @@ func TestManagerMaxPendingBoundsBatches(t *testing.T) {
 	c := listener(t, "bp")
 	m := newManager(t, pgnotify.WithMaxPending(64))
 	require.NoError(t, m.Add(ctx, c))
-	const total = 5000
-	for i := 0; i < total; i += 1000 {
-		ps := make([]string, 1000)
+	// 20 MB, more than loopback socket buffers hold, so what the waiter
+	// does not read must stay in the server's queue.
+	const total = 20000
+	pad := strings.Repeat("x", 1000)
+	for i := 0; i < total; i += 2000 {
+		ps := make([]string, 2000)
 		for k := range ps {
-			ps[k] = fmt.Sprint(i + k)
+			ps[k] = fmt.Sprintf("%05d", i+k) + pad
 		}
 		notify(t, "bp", ps...)
 	}
+	// The consumer has not asked yet: the waiter fills its buffer to the
+	// bound and stops reading; TCP pushes back and the server keeps the
+	// rest queued.
+	waitUntil(t, 10*time.Second, "a full buffer", func() bool { return m.Stats().Pending >= 64 })
+	assert.Equal(t, 64, m.Stats().Pending)
+	var usage float64
+	require.NoError(t, notifier(t).QueryRow(ctx, "SELECT pg_notification_queue_usage()").Scan(&usage))
+	assert.Positive(t, usage, "the server holds the backlog")
+
 	n := 0
 	for n < total {
 		ev := next(t, ctx, m)
 		require.Equal(t, pgnotify.Batch, ev.Kind)
 		require.LessOrEqual(t, len(ev.Notifications), 64)
 		for _, x := range ev.Notifications {
-			require.Equal(t, fmt.Sprint(n), x.Payload)
+			require.Equal(t, fmt.Sprintf("%05d", n)+pad, x.Payload)
 			n++
 		}
 	}
+	assert.EqualValues(t, total, m.Stats().Notifications)
 }
 
 func TestManagerMembershipChurn(t *testing.T) {

@@ -274,6 +274,7 @@ func (w *member) run() {
 			quiet()
 			continue
 		case actPing:
+			w.m.stats.pings.Add(1)
 			armed = w.setDeadline(armed, time.Time{})
 			if !w.roundTrip(true) {
 				return

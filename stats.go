@@ -26,6 +26,7 @@ type Stats struct {
 	Recoveries        uint64 // Recovered events queued
 	ReconnectAttempts uint64 // dials made by Recover and WithReconnect
 	ReconnectFailures uint64 // of those, the ones that failed
+	HealthChecks      uint64 // pings of quiet members
 	Members           int    // live members
 	Garbage           int    // dead connections held
 	Recovering        int    // dead connections being replaced
@@ -36,6 +37,7 @@ type Stats struct {
 type counters struct {
 	notifications, batches, idle   atomic.Uint64
 	recoveries, attempts, failures atomic.Uint64
+	pings                          atomic.Uint64
 }
 
 // Stats returns the manager's counters. It is safe from any goroutine.
@@ -47,6 +49,7 @@ func (m *Manager) Stats() Stats {
 		Recoveries:        m.stats.recoveries.Load(),
 		ReconnectAttempts: m.stats.attempts.Load(),
 		ReconnectFailures: m.stats.failures.Load(),
+		HealthChecks:      m.stats.pings.Load(),
 		DeathsByCause:     map[string]uint64{},
 	}
 	m.mu.Lock()

@@ -57,7 +57,12 @@ func connectConfig(t testing.TB, mutate func(*pgx.ConnConfig)) *pgx.Conn {
 	if err != nil {
 		t.Fatalf("connect to the test server: %v", err)
 	}
-	t.Cleanup(func() { closeConn(t, conn) })
+	t.Cleanup(func() {
+		// A manager made after conn would still own it here (cleanups run
+		// last-in first-out): close the test's managers first.
+		closeManagers(t)
+		closeConn(t, conn)
+	})
 	return conn
 }
 

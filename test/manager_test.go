@@ -17,16 +17,32 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// newManager returns a manager closed at cleanup.
+// managers holds each test's managers (testing.TB → []*pgnotify.Manager),
+// so that closing a connection at cleanup can close its owner first.
+var managers sync.Map
+
+// newManager returns a manager closed at cleanup, before any connection of
+// the test is.
 func newManager(t testing.TB, opts ...pgnotify.Option) *pgnotify.Manager {
 	t.Helper()
 	m := pgnotify.NewManager(opts...)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, m.Close(ctx))
-	})
+	ms, _ := managers.LoadOrStore(t, &[]*pgnotify.Manager{})
+	*ms.(*[]*pgnotify.Manager) = append(*ms.(*[]*pgnotify.Manager), m)
+	t.Cleanup(func() { closeManagers(t) })
 	return m
+}
+
+// closeManagers closes the managers of t (Close is idempotent).
+func closeManagers(t testing.TB) {
+	ms, ok := managers.Load(t)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range *ms.(*[]*pgnotify.Manager) {
+		assert.NoError(t, m.Close(ctx))
+	}
 }
 
 // listener connects and listens on channels.

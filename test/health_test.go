@@ -1,0 +1,80 @@
+package pgnotifytest
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c59d106d/pgnotify"
+)
+
+// freeze stops a backend process (SIGSTOP): its socket stays open and
+// silent, like a half-open TCP peer. It is thawed at cleanup.
+func freeze(t testing.TB, pid uint32) {
+	t.Helper()
+	if connString != "" && !strings.Contains(connString, "127.0.0.1") {
+		t.Skip("freezing a backend needs a local server")
+	}
+	require.NoError(t, syscall.Kill(int(pid), syscall.SIGSTOP))
+	t.Cleanup(func() { syscall.Kill(int(pid), syscall.SIGCONT) })
+}
+
+func TestHealthCheckFindsSilentPeer(t *testing.T) {
+	ctx := testContext(t)
+	const every, timeout = 100 * time.Millisecond, 200 * time.Millisecond
+	silent, fine := listener(t, "hc"), listener(t, "hc")
+	m := newManager(t, pgnotify.WithHealthCheck(every, timeout))
+	require.NoError(t, m.Add(ctx, silent, fine))
+
+	freeze(t, silent.PgConn().PID())
+	start := time.Now()
+	ev := untilKind(t, ctx, m, pgnotify.Dead)
+	took := time.Since(start)
+	t.Logf("silent peer Dead after %v (every %v, timeout %v)", took.Round(time.Millisecond), every, timeout)
+	assert.Equal(t, silent, ev.Conn)
+	assert.ErrorContains(t, ev.Err, "health check failed")
+	// Quiet for at least every and at most twice every, then the timeout.
+	assert.Less(t, took, 2*every+timeout+time.Second)
+	assert.EqualValues(t, 1, m.Stats().DeathsByCause["health"])
+
+	// The healthy member was pinged too, and carries on.
+	assert.Positive(t, m.Stats().HealthChecks)
+	notify(t, "hc", "still here")
+	got, _ := drainPayloads(t, ctx, m)
+	assert.Equal(t, []string{"still here"}, got[fine])
+}
+
+func TestHealthCheckSkipsFullMember(t *testing.T) {
+	ctx := testContext(t)
+	const every = 10 * time.Millisecond
+	// clock's quiet member is pinged every 10ms: its count measures time.
+	clock := newManager(t, pgnotify.WithHealthCheck(every, time.Second))
+	require.NoError(t, clock.Add(ctx, listener(t, "clock")))
+
+	full := listener(t, "full")
+	m := newManager(t, pgnotify.WithHealthCheck(every, time.Second), pgnotify.WithMaxPending(8))
+	require.NoError(t, m.Add(ctx, full))
+	// Sent after Add: Add's own round trip would read it all at once.
+	const total = 500
+	ps := make([]string, total)
+	for i := range ps {
+		ps[i] = fmt.Sprint(i)
+	}
+	notify(t, "full", ps...)
+	waitUntil(t, 10*time.Second, "a full buffer", func() bool { return m.Stats().Pending >= 8 })
+	before := m.Stats().HealthChecks
+	// While it waits for the consumer it is not quiet: no ping, which
+	// would pull the whole backlog into memory.
+	target := clock.Stats().HealthChecks + 10
+	waitUntil(t, 10*time.Second, "ten pings of the clock", func() bool { return clock.Stats().HealthChecks >= target })
+	assert.Equal(t, before, m.Stats().HealthChecks)
+	assert.Equal(t, 8, m.Stats().Pending)
+
+	got := collect(t, ctx, m, total)
+	assert.Equal(t, ps, got[full])
+}

@@ -56,6 +56,9 @@
 // Recovered is the gap signal, the moment to resynchronise from the
 // application's own tables.
 //
+// [Manager.Stats] counts what happened (deaths by cause, recoveries, failed
+// reconnect attempts, health pings) and reports the pending depth.
+//
 // # Health
 //
 // A waiter only reads, and a half-open TCP connection never fails a read.

@@ -621,14 +621,32 @@ func TestManagerDoKillsConnection(t *testing.T) {
 	m := newManager(t)
 	require.NoError(t, m.Add(ctx, c))
 	boom := errors.New("boom")
+	notify(t, "dokill", "received before close")
 	err := m.Do(ctx, c, func(c *pgx.Conn) error {
+		// The round trip receives the notification; then the connection
+		// is closed under the manager.
+		if err := c.PgConn().Ping(ctx); err != nil {
+			return err
+		}
 		c.Close(ctx)
 		return boom
 	})
 	require.ErrorIs(t, err, boom)
 	ev := next(t, ctx, m)
+	require.Equal(t, pgnotify.Batch, ev.Kind, "received before close, yielded before Dead")
+	assert.Equal(t, "received before close", ev.Notifications[0].Payload)
+	ev = next(t, ctx, m)
 	assert.Equal(t, pgnotify.Dead, ev.Kind)
 	assert.ErrorIs(t, ev.Err, boom)
+	assert.Equal(t, "other", causeOf(m))
+}
+
+// causeOf returns the one cause class in m's death counts.
+func causeOf(m *pgnotify.Manager) string {
+	for c := range m.Stats().DeathsByCause {
+		return c
+	}
+	return ""
 }
 
 func TestManagerDoWaitsForContext(t *testing.T) {

@@ -286,14 +286,12 @@ func (w *member) run() {
 			continue
 		}
 
+		// n is published at the top of the loop. It is nil with a nil
+		// error when the connection's config has its own OnNotification,
+		// which takes notifications instead of pgx's buffer.
 		var err error
 		n, err = w.conn.WaitForNotification(context.Background())
 		if err == nil {
-			if n == nil {
-				// pgx passed the notification to a user OnNotification
-				// callback instead of buffering it: nothing to publish.
-				continue
-			}
 			continue
 		}
 		if pgconn.Timeout(err) && !w.conn.IsClosed() {

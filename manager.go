@@ -95,6 +95,10 @@ func (m *Manager) Timeout() time.Duration { return time.Duration(m.timeout.Load(
 // the health-check timeout) rather than cancelled, since pgx closes a
 // connection whose query is cancelled; Add then returns ctx's error and adds
 // none, and the connections are still the caller's and usable.
+//
+// A connection must keep pgx's default notification handling: one whose
+// config sets OnNotification hands notifications to that callback, and the
+// manager never sees them.
 func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	if len(conns) == 0 {
 		return nil

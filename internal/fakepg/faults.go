@@ -200,7 +200,11 @@ func (c *Conn) SendFatal(code, msg string) error {
 	if err == nil {
 		c.fatal.Store(true)
 		if tc, ok := c.nc.(*net.TCPConn); ok {
-			err = tc.CloseWrite()
+			// The client may have read the frame, hung up, and made the
+			// session close the socket already: the fault is delivered.
+			if err = tc.CloseWrite(); errors.Is(err, net.ErrClosed) {
+				err = nil
+			}
 		}
 	}
 	c.wmu.Unlock()

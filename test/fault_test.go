@@ -224,3 +224,68 @@ func TestFaultHalfFrameResumedIsDelivered(t *testing.T) {
 	require.Equal(t, pgnotify.Batch, ev.Kind)
 	assert.Equal(t, "whole at last", ev.Notifications[0].Payload)
 }
+
+func TestHealthPingResponseNotificationsDelivered(t *testing.T) {
+	ctx := testContext(t)
+	srv, err := fakepg.Listen()
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	c, sess := fakeMember(t, srv)
+	// The server slips a notification in ahead of each ping's answer.
+	sess.OnQuery(func(sql string) bool {
+		if sql == "-- ping" {
+			assert.NoError(t, sess.Send(&pgproto3.NotificationResponse{PID: 7, Channel: "f", Payload: "inside ping"}))
+		}
+		return false
+	})
+	m := newManager(t, pgnotify.WithHealthCheck(10*time.Millisecond, time.Second))
+	require.NoError(t, m.Add(ctx, c))
+	ev := next(t, ctx, m)
+	require.Equal(t, pgnotify.Batch, ev.Kind)
+	assert.Equal(t, "inside ping", ev.Notifications[0].Payload)
+	assert.Positive(t, m.Stats().HealthChecks)
+}
+
+func TestRecoverRefusesHotStandby(t *testing.T) {
+	ctx := testContext(t)
+	old := listener(t, "standby")
+	m := newManager(t)
+	require.NoError(t, m.Add(ctx, old))
+	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+
+	// The replacement answers LISTEN as a hot standby does.
+	srv, err := fakepg.Listen()
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	var dialled *pgx.Conn
+	dial := func(ctx context.Context, _ pgnotify.Garbage) (*pgx.Conn, error) {
+		c, err := pgx.Connect(ctx, srv.ConnString())
+		if err != nil {
+			return nil, err
+		}
+		dialled = c
+		sess, err := srv.NextConn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sess.OnQuery(func(sql string) bool {
+			if len(sql) >= 6 && sql[:6] == "LISTEN" {
+				assert.NoError(t, sess.Send(
+					&pgproto3.ErrorResponse{Severity: "ERROR", Code: "25006", Message: "cannot execute LISTEN during recovery"},
+					&pgproto3.ReadyForQuery{TxStatus: 'I'}))
+				return true
+			}
+			return false
+		})
+		return c, nil
+	}
+	err = m.Recover(ctx, dial)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	assert.Equal(t, "25006", pgErr.Code)
+	require.Len(t, m.Garbage(), 1, "a refused replacement leaves the dead connection in garbage")
+	assert.Equal(t, old, m.Garbage()[0].Conn)
+	assert.True(t, dialled.IsClosed(), "the standby connection is closed")
+	<-dialled.PgConn().CleanupDone()
+}

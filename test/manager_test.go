@@ -302,14 +302,17 @@ func TestManagerTerminatedBackendIsDead(t *testing.T) {
 	// A round trip makes the member receive it: the server, woken by both
 	// the notify and the terminate signal, would otherwise die first.
 	require.NoError(t, m.Do(ctx, victim, func(c *pgx.Conn) error { return c.PgConn().Ping(ctx) }))
+	start := time.Now()
 	adminExec(t, "SELECT pg_terminate_backend($1)", pid)
 
 	var kinds []pgnotify.Kind
 	var dead pgnotify.Event
+	delivered := len(got[victim])
 	for dead.Kind != pgnotify.Dead {
 		ev := next(t, ctx, m)
 		kinds = append(kinds, ev.Kind)
 		if ev.Kind == pgnotify.Batch {
+			delivered += len(ev.Notifications)
 			assert.Equal(t, victim, ev.Conn)
 			assert.Equal(t, "just-before", ev.Notifications[0].Payload)
 		}
@@ -317,6 +320,8 @@ func TestManagerTerminatedBackendIsDead(t *testing.T) {
 			dead = ev
 		}
 	}
+	t.Logf("pg_terminate_backend: Dead %v after the terminate began; sent 2, delivered %d",
+		time.Since(start).Round(time.Microsecond), delivered)
 	assert.Equal(t, []pgnotify.Kind{pgnotify.Batch, pgnotify.Dead}, kinds)
 	assert.Equal(t, victim, dead.Conn)
 	var pgErr *pgconn.PgError

@@ -436,14 +436,6 @@ func (m *Manager) pushReady(w *member) {
 	m.wakeConsumer()
 }
 
-// pushEvent queues an event made in advance, such as Recovered.
-func (m *Manager) pushEvent(ev Event) {
-	m.mu.Lock()
-	m.ready.push(entry{ev: &ev})
-	m.mu.Unlock()
-	m.wakeConsumer()
-}
-
 func (m *Manager) wakeConsumer() {
 	select {
 	case m.signal <- struct{}{}:

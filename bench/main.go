@@ -93,7 +93,7 @@ func main() {
 	var cfg config
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
 	flag.BoolVar(&cfg.quick, "quick", false, "smaller sizes and shorter runs")
-	flag.IntVar(&cfg.reps, "reps", 0, "repetitions (default 5 for client, 3 otherwise; at least 3 for a report)")
+	flag.IntVar(&cfg.reps, "reps", 0, "repetitions (default 5 for client and latency, 3 otherwise; at least 3 for a report)")
 	flag.StringVar(&cfg.impls, "impl", "", "comma-separated implementation keys to run (default all); see -list")
 	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
@@ -172,7 +172,7 @@ func run(ctx context.Context, cfg config, name string) error {
 	}
 	if cfg.reps == 0 {
 		cfg.reps = 3
-		if name == "client" {
+		if name == "client" || name == "latency" {
 			cfg.reps = 5
 		}
 	}
@@ -181,9 +181,13 @@ func run(ctx context.Context, cfg config, name string) error {
 	fmt.Printf("## %s\n\n", name)
 	fmt.Printf("%s, %d CPUs, %s, %s; %d repetitions%s\n\n", res.Machine.CPUModel, res.Machine.CPUs,
 		res.Machine.Go, res.Machine.OS, cfg.reps, map[bool]string{true: ", -quick"}[cfg.quick])
+	res.Params["loadavg_before"] = loadAvg()
 	if err := fn(ctx, cfg, res); err != nil {
 		return err
 	}
+	res.Params["loadavg_after"] = loadAvg()
+	res.Markdown += fmt.Sprintf("\n1-minute load average before / after: %s / %s (other work on the machine shows here).\n",
+		res.Params["loadavg_before"], res.Params["loadavg_after"])
 	if res.Machine.Postgres != "" {
 		fmt.Printf("Server: %s\n\n", res.Machine.Postgres)
 	}
@@ -248,4 +252,18 @@ func describeMachine() machine {
 // logf prints progress to stderr, so that stdout is the report.
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// loadAvg returns the 1-minute load average, so that a report shows
+// whether something else was running.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }

@@ -1,12 +1,14 @@
 package pgnotifytest
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -77,4 +79,33 @@ func TestHealthCheckSkipsFullMember(t *testing.T) {
 
 	got := collect(t, ctx, m, total)
 	assert.Equal(t, ps, got[full])
+}
+
+func TestDrainCancelledKeepsRoundTripsAndNotifications(t *testing.T) {
+	ctx := testContext(t)
+	slow, quick := listener(t, "dc"), listener(t, "dc")
+	// Health checks off: the round trip gets the default 30s of its own.
+	m := newManager(t, pgnotify.WithHealthCheck(0, 0))
+	require.NoError(t, m.Add(ctx, slow, quick))
+	pid := slow.PgConn().PID()
+	notify(t, "dc", "committed before the pass")
+	freeze(t, pid)
+
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	evs, err := m.Drain(short)
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Empty(t, evs)
+
+	// The round trip on the frozen backend was not cancelled (pgx would
+	// have closed the connection): thawed, it finishes, and the next pass
+	// yields what it brought, with no death.
+	require.NoError(t, syscall.Kill(int(pid), syscall.SIGCONT))
+	got, other := drainPayloads(t, ctx, m)
+	assert.Empty(t, other)
+	assert.Equal(t, map[*pgx.Conn][]string{
+		slow:  {"committed before the pass"},
+		quick: {"committed before the pass"},
+	}, got)
+	assert.ElementsMatch(t, []*pgx.Conn{slow, quick}, m.Conns())
 }

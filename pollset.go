@@ -203,7 +203,8 @@ func (w *member) run() {
 	var (
 		maxPending = w.m.cfg.maxPending
 		every      = w.m.cfg.healthEvery
-		n          *Notification // from the last read, to publish
+		burst      []*Notification // read since the last publish; reused
+		room       int             // what pending may still take
 		armed      time.Time     // read deadline in force; zero: none
 		healthAt   time.Time     // when a quiet connection is pinged
 		traffic    bool          // something arrived since healthAt was set
@@ -222,12 +223,14 @@ func (w *member) run() {
 		act := actWait
 		w.mu.Lock()
 		push := false
-		if n != nil {
-			w.pending = append(w.pending, n)
-			n = nil
+		if len(burst) > 0 {
+			w.pending = append(w.pending, burst...)
+			clear(burst)
+			burst = burst[:0]
 			traffic = true
 			push = w.markQueuedLocked()
 		}
+		room = maxPending - len(w.pending)
 		w.waiting = false
 		if w.interr {
 			// A request moved the deadline, maybe after the read had
@@ -286,11 +289,17 @@ func (w *member) run() {
 			continue
 		}
 
-		// n is published at the top of the loop. It is nil with a nil
-		// error when the connection's config has its own OnNotification,
-		// which takes notifications instead of pgx's buffer.
-		var err error
-		n, err = w.conn.WaitForNotification(context.Background())
+		// What is read goes into burst, published at the top of the loop.
+		// n is nil with a nil error when the connection's config has its
+		// own OnNotification, which takes notifications instead of pgx.
+		n, err := w.conn.WaitForNotification(context.Background())
+		if n != nil {
+			burst = append(burst, n)
+			if err == nil && room > 1 && w.conn.PgConn().Frontend().ReadBufferLen() > 0 {
+				armed = pastDeadline
+				err = w.readBurst(&burst, room)
+			}
+		}
 		if err == nil {
 			continue
 		}
@@ -313,9 +322,34 @@ func (w *member) run() {
 		// ourselves for anything pgx left open, so a member is never live
 		// with an unknown protocol state.
 		w.closeConn()
-		w.die(err, n)
+		w.die(err, burst)
 		return
 	}
+}
+
+// readBurst takes the notifications already in pgx's read buffer, up to
+// room in all, without a lock or a wake-up per notification. The past
+// deadline makes the read that would block, on a partial message or on one
+// that is not a notification, fail at once instead, so a burst is never
+// held back unpublished. It returns a read error other than that timeout.
+func (w *member) readBurst(burst *[]*Notification, room int) error {
+	w.netConn.SetReadDeadline(pastDeadline)
+	for len(*burst) < room {
+		n, err := w.conn.WaitForNotification(context.Background())
+		if n != nil {
+			*burst = append(*burst, n)
+		}
+		if err != nil {
+			if pgconn.Timeout(err) && !w.conn.IsClosed() {
+				return nil
+			}
+			return err
+		}
+		if n == nil {
+			return nil
+		}
+	}
+	return nil
 }
 
 // setDeadline moves the read deadline to t unless it is there already, and
@@ -412,14 +446,13 @@ func (w *member) closeConn() {
 	cancel()
 }
 
-// die records the cause of death after what the connection received, fails
-// the queued requests and queues the Dead event. The waiter returns after.
-func (w *member) die(cause error, last *Notification) {
+// die records the cause of death after what the connection received (last,
+// then what pgx still buffers), fails the queued requests and queues the
+// Dead event. The waiter returns after.
+func (w *member) die(cause error, last []*Notification) {
 	ns := popBuffered(w.conn, nil)
 	w.mu.Lock()
-	if last != nil {
-		w.pending = append(w.pending, last)
-	}
+	w.pending = append(w.pending, last...)
 	w.pending = append(w.pending, ns...)
 	w.state = stateDead
 	w.cause = cause

@@ -289,3 +289,42 @@ func TestRecoverRefusesHotStandby(t *testing.T) {
 	assert.True(t, dialled.IsClosed(), "the standby connection is closed")
 	<-dialled.PgConn().CleanupDone()
 }
+
+// A notification followed, in the same read, by half a frame or by a
+// message that is not a notification is yielded at once: the waiter never
+// holds what it read while it waits for more.
+func TestBurstNeverHoldsBackWhatWasRead(t *testing.T) {
+	for name, after := range map[string]func(*fakepg.Conn) error{
+		"half frame": func(s *fakepg.Conn) error { return s.SendHalfThenStall("f", "later") },
+		"parameter status": func(s *fakepg.Conn) error {
+			return s.Send(&pgproto3.ParameterStatus{Name: "application_name", Value: "x"})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := testContext(t)
+			srv, err := fakepg.Listen()
+			require.NoError(t, err)
+			t.Cleanup(func() { srv.Close() })
+			c, sess := fakeMember(t, srv)
+			m := newManager(t, pgnotify.WithHealthCheck(0, 0))
+			require.NoError(t, m.Add(ctx, c))
+			for i := range 20 {
+				require.NoError(t, sess.NotifyN("f", 3, func(int) string { return fmt.Sprint(i) }))
+				require.NoError(t, after(sess))
+				got := 0
+				for got < 3 {
+					short, cancel := context.WithTimeout(ctx, 5*time.Second)
+					ev, err := m.Next(short)
+					cancel()
+					require.NoError(t, err, "round %d: what was read is held back", i)
+					got += len(ev.Notifications)
+				}
+				if name == "half frame" {
+					require.NoError(t, sess.ResumeStalled())
+					ev := next(t, ctx, m)
+					assert.Equal(t, "later", ev.Notifications[0].Payload)
+				}
+			}
+		})
+	}
+}

@@ -380,6 +380,9 @@ func startFake() (*fakeProc, error) {
 	}
 	cmd := exec.Command(exe, fakeServerCmd)
 	cmd.Stderr = os.Stderr
+	// One P is plenty to write pre-encoded buffers, and it leaves the
+	// client's scheduling less disturbed on a small machine.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

@@ -51,6 +51,8 @@ type config struct {
 	impls   string
 	out     string
 	verbose bool
+	// waitQuiet bounds the wait for an idle machine before each scenario.
+	waitQuiet time.Duration
 }
 
 // result is one scenario's outcome, saved as JSON.
@@ -80,6 +82,9 @@ type machine struct {
 	Go       string
 	OS       string
 	Postgres string `json:",omitempty"`
+	// Pgnotify is the commit of the library under test, "+dirty" when its
+	// files (outside bench/) differ from it.
+	Pgnotify string
 }
 
 func main() {
@@ -97,6 +102,7 @@ func main() {
 	flag.StringVar(&cfg.impls, "impl", "", "comma-separated implementation keys to run (default all); see -list")
 	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
+	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|all|chart ...\n\nflags:\n")
@@ -179,8 +185,11 @@ func run(ctx context.Context, cfg config, name string) error {
 	res := &result{Scenario: name, Quick: cfg.quick, Reps: cfg.reps, Started: time.Now(),
 		Machine: describeMachine(), Params: map[string]any{}}
 	fmt.Printf("## %s\n\n", name)
-	fmt.Printf("%s, %d CPUs, %s, %s; %d repetitions%s\n\n", res.Machine.CPUModel, res.Machine.CPUs,
-		res.Machine.Go, res.Machine.OS, cfg.reps, map[bool]string{true: ", -quick"}[cfg.quick])
+	fmt.Printf("%s, %d CPUs, %s, %s; pgnotify %s; %d repetitions%s\n\n", res.Machine.CPUModel, res.Machine.CPUs,
+		res.Machine.Go, res.Machine.OS, res.Machine.Pgnotify, cfg.reps, map[bool]string{true: ", -quick"}[cfg.quick])
+	if cfg.waitQuiet > 0 {
+		res.Params["cpu_busy_before"] = waitQuiet(cfg.waitQuiet)
+	}
 	res.Params["loadavg_before"] = loadAvg()
 	if err := fn(ctx, cfg, res); err != nil {
 		return err
@@ -243,6 +252,7 @@ func describeMachine() machine {
 			}
 		}
 	}
+	m.Pgnotify = libraryCommit()
 	if out, err := exec.Command("uname", "-r").Output(); err == nil {
 		m.OS += " (Linux " + strings.TrimSpace(string(out)) + ")"
 	}
@@ -266,4 +276,18 @@ func loadAvg() string {
 		return "?"
 	}
 	return f[0]
+}
+
+// libraryCommit names the pgnotify source this binary was built from: the
+// parent repository's HEAD, marked dirty when files outside bench/ differ.
+func libraryCommit() string {
+	out, err := exec.Command("git", "-C", "..", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", "..", "status", "--porcelain", "--", ".", ":!bench", ":!BENCHMARKS.md").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "+dirty"
+	}
+	return c
 }

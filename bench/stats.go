@@ -187,3 +187,45 @@ func raiseFileLimit() {
 	l.Cur = l.Max
 	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 }
+
+// cpuBusy returns the fraction of the machine's CPU time spent busy (all
+// processes) over d, from /proc/stat.
+func cpuBusy(d time.Duration) float64 {
+	read := func() (busy, total float64) {
+		b, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			return 0, 0
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(line)
+		for i, v := range f[1:] {
+			x, _ := strconv.ParseFloat(v, 64)
+			total += x
+			if i != 3 && i != 4 { // idle, iowait
+				busy += x
+			}
+		}
+		return busy, total
+	}
+	b0, t0 := read()
+	time.Sleep(d)
+	b1, t1 := read()
+	if t1 <= t0 {
+		return 0
+	}
+	return (b1 - b0) / (t1 - t0)
+}
+
+// waitQuiet waits, up to limit, until the machine is mostly idle, so that a
+// scenario does not start while another job (a compile, a test run) holds
+// the CPUs. It returns the busy fraction it last saw.
+func waitQuiet(limit time.Duration) float64 {
+	deadline := time.Now().Add(limit)
+	for {
+		busy := cpuBusy(2 * time.Second)
+		if busy < 0.10 || time.Now().After(deadline) {
+			return busy
+		}
+		logf("machine busy (%.0f%% CPU): waiting for it to quiet down", busy*100)
+	}
+}

@@ -1,12 +1,9 @@
 package pgnotify_test
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
 )
@@ -26,15 +23,5 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(m.Run())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	url, stop, err := pgtmp.FromEnv(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgnotify: no server for the examples (go test -short runs the rest): %v\n", err)
-		os.Exit(1)
-	}
-	exampleURL = url
-	code := m.Run()
-	stop()
-	os.Exit(code)
+	os.Exit(pgtmp.Main(m, "pgnotify examples", func(url string) { exampleURL = url }, nil))
 }

@@ -205,9 +205,9 @@ func (w *member) run() {
 		every      = w.m.cfg.healthEvery
 		burst      []*Notification // read since the last publish; reused
 		room       int             // what pending may still take
-		armed      time.Time     // read deadline in force; zero: none
-		healthAt   time.Time     // when a quiet connection is pinged
-		traffic    bool          // something arrived since healthAt was set
+		armed      time.Time       // read deadline in force; zero: none
+		healthAt   time.Time       // when a quiet connection is pinged
+		traffic    bool            // something arrived since healthAt was set
 		pingDue    bool
 	)
 	quiet := func() {

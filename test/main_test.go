@@ -3,7 +3,6 @@
 package pgnotifytest
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -29,24 +28,13 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	url, stop, err := pgtmp.FromEnv(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "pgnotifytest: no server for the integration tests (go test -short runs the rest): %v\n", err)
-		os.Exit(1)
-	}
-	connString = url
-
-	code := m.Run()
-	if leaks := findLeaks(); leaks != nil {
-		fmt.Fprintf(os.Stderr, "pgnotifytest: goroutines still running after the tests:\n%v\n", leaks)
-		if code == 0 {
-			code = 1
+	os.Exit(pgtmp.Main(m, "pgnotifytest", func(url string) { connString = url }, func(code int) int {
+		if leaks := findLeaks(); leaks != nil {
+			fmt.Fprintf(os.Stderr, "pgnotifytest: goroutines still running after the tests:\n%v\n", leaks)
+			return max(code, 1)
 		}
-	}
-	stop()
-	os.Exit(code)
+		return code
+	}))
 }
 
 // findLeaks returns the goroutines that are still running once the tests

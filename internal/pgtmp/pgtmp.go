@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -491,4 +492,27 @@ func isStale(dir string) bool {
 		return false
 	}
 	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// Main runs m's tests with a server from [FromEnv], handing its connection
+// string to use before they start, and returns the exit code for os.Exit.
+// A server that cannot be had fails the run with the reason, naming who
+// needed it: without one, the tests would prove nothing. after, if not nil,
+// runs once the tests are done, with the server still up, and returns the
+// final code (a leak check turns a pass into a failure there).
+func Main(m *testing.M, who string, use func(connString string), after func(code int) int) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	url, stop, err := FromEnv(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: no server (go test -short runs the server-free subset): %v\n", who, err)
+		return 1
+	}
+	defer stop()
+	use(url)
+	code := m.Run()
+	if after != nil {
+		code = after(code)
+	}
+	return code
 }

@@ -19,8 +19,9 @@
 //	idle     1000 managed connections with no traffic: CPU, memory, goroutines
 //	drain    one drain pass over K = 100 and 1000 real connections vs a
 //	         sequential loop and an errgroup(64) loop
-//	all      every scenario above, then chart
-//	chart    write chart.svg from the saved client and latency results
+//	all      every scenario above, then chart and goals
+//	chart    write chart.svg from the saved client, backlog and latency results
+//	goals    print issue 4's goals against the saved results
 //
 // The program starts its own servers: a throwaway PostgreSQL cluster
 // (internal/pgtmp) for the real-server scenarios, and for the fake one
@@ -98,14 +99,14 @@ func main() {
 	var cfg config
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
 	flag.BoolVar(&cfg.quick, "quick", false, "smaller sizes and shorter runs")
-	flag.IntVar(&cfg.reps, "reps", 0, "repetitions (default 5 for client and latency, 3 otherwise; at least 3 for a report)")
+	flag.IntVar(&cfg.reps, "reps", 0, "repetitions (default 5 for client, backlog and latency, 3 otherwise)")
 	flag.StringVar(&cfg.impls, "impl", "", "comma-separated implementation keys to run (default all); see -list")
 	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
 	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|all|chart ...\n\nflags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|all|chart|goals ...\n\nflags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -128,7 +129,7 @@ func main() {
 		os.Exit(2)
 	}
 	if len(scenarios) == 1 && scenarios[0] == "all" {
-		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "chart"}
+		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "chart", "goals"}
 	}
 	raiseFileLimit()
 	if *cpuprofile != "" {
@@ -169,8 +170,11 @@ var scenarioFuncs = map[string]func(context.Context, config, *result) error{
 }
 
 func run(ctx context.Context, cfg config, name string) error {
-	if name == "chart" {
+	switch name {
+	case "chart":
 		return writeChart(cfg)
+	case "goals":
+		return writeGoals(cfg)
 	}
 	fn, ok := scenarioFuncs[name]
 	if !ok {
@@ -178,7 +182,7 @@ func run(ctx context.Context, cfg config, name string) error {
 	}
 	if cfg.reps == 0 {
 		cfg.reps = 3
-		if name == "client" || name == "latency" {
+		if name == "client" || name == "latency" || name == "backlog" {
 			cfg.reps = 5
 		}
 	}
@@ -195,7 +199,7 @@ func run(ctx context.Context, cfg config, name string) error {
 		return err
 	}
 	res.Params["loadavg_after"] = loadAvg()
-	res.Markdown += fmt.Sprintf("\n1-minute load average before / after: %s / %s (other work on the machine shows here).\n",
+	res.Markdown += fmt.Sprintf("\n1-minute load average before / after: %s / %s (it counts this run's own server processes too).\n",
 		res.Params["loadavg_before"], res.Params["loadavg_after"])
 	if res.Machine.Postgres != "" {
 		fmt.Printf("Server: %s\n\n", res.Machine.Postgres)

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// goal is one target of issue 4, checked against saved results.
+type goal struct {
+	what     string
+	target   string
+	measured string
+	met      string
+}
+
+// writeGoals prints the goals of issue 4 against the saved results: each
+// with the ratio measured in one run (medians), and whether it is met.
+func writeGoals(cfg config) error {
+	var gs []goal
+	get := func(scenario string) *result {
+		r, err := load(cfg, scenario)
+		if err != nil {
+			return nil
+		}
+		return r
+	}
+	med := func(r *result, group, key, metric string) float64 {
+		if r == nil {
+			return math.NaN()
+		}
+		row := findRow(r.Rows, group, key)
+		if row == nil {
+			return math.NaN()
+		}
+		return row.Metrics[metric].Median
+	}
+	verdict := func(ok bool, vals ...float64) string {
+		for _, v := range vals {
+			if math.IsNaN(v) {
+				return "not measured"
+			}
+		}
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	ratio := func(v float64) string {
+		if math.IsNaN(v) {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f×", v)
+	}
+
+	client := get("client")
+	r1 := med(client, "", "manager", "rate") / med(client, "", "pq", "rate")
+	gs = append(gs, goal{"client receive rate vs lib/pq", "≥ 1.0×", ratio(r1), verdict(r1 >= 1.0, r1)})
+	r2 := med(client, "", "manager", "rate") / med(client, "", "pgproto3", "rate")
+	gs = append(gs, goal{"client receive rate vs bare pgproto3", "≥ 0.8×", ratio(r2), verdict(r2 >= 0.8, r2)})
+	a := med(client, "", "manager", "allocs")
+	gs = append(gs, goal{"allocations per notification (client)", "≤ 4", fmt.Sprintf("%.2f (pgx alone: %.2f)", a, med(client, "", "pgxbg", "allocs")), verdict(a <= 4, a)})
+
+	backlog := get("backlog")
+	r3 := med(backlog, "", "manager", "rate") / med(backlog, "", "pq", "rate")
+	gs = append(gs, goal{"backlog drain rate vs lib/pq", "≥ 1.0×", ratio(r3), verdict(r3 >= 1.0, r3)})
+
+	lat := get("latency")
+	for _, p := range []string{"p50", "p99"} {
+		m := med(lat, "", "manager", p+"_us")
+		vc := m / med(lat, "", "pgx", p+"_us")
+		vb := m / med(lat, "", "pgxbg", p+"_us")
+		gs = append(gs, goal{"latency " + p + " vs raw pgx (ctx / Background)", "≤ 1.1× (both)",
+			ratio(vc) + " / " + ratio(vb), verdict(vc <= 1.1 && vb <= 1.1, vc, vb)})
+	}
+
+	fanin := get("fanin")
+	r4 := med(fanin, "fake K=1000", "manager", "rate") / med(fanin, "fake K=10", "manager", "rate")
+	gs = append(gs, goal{"fan-in rate at K=1000 vs K=10 (fake server)", "≥ 0.8×", ratio(r4), verdict(r4 >= 0.8, r4)})
+
+	idle := get("idle")
+	cpu := med(idle, "", "manager", "cpu_pct")
+	gs = append(gs, goal{"idle CPU, 1000 connections, default health check", "≤ 1% of one core",
+		fmt.Sprintf("%.3f%%", cpu), verdict(cpu <= 1, cpu)})
+	heap := med(idle, "", "manager", "heap_kib") - med(idle, "", "pgxonly", "heap_kib")
+	rss := med(idle, "", "manager", "rss_kib") - med(idle, "", "pgxonly", "rss_kib")
+	gs = append(gs, goal{"idle memory per connection beyond pgx's own", "≤ 16 KiB",
+		fmt.Sprintf("%.1f KiB heap+stacks, %.1f KiB RSS", heap, rss), verdict(heap <= 16 && rss <= 16, heap, rss)})
+
+	drain := get("drain")
+	r5 := med(drain, "K=1000", "manager", "pass_ms") / med(drain, "K=1000", "errgroup", "pass_ms")
+	gs = append(gs, goal{"drain pass over 1000 connections vs errgroup(64) loop", "≤ 1.2×", ratio(r5), verdict(r5 <= 1.2, r5)})
+
+	t := table{head: []string{"goal (pgnotify Manager)", "target", "measured (same-run medians)", "verdict"}}
+	for _, g := range gs {
+		t.add(g.what, g.target, g.measured, g.met)
+	}
+	var commits []string
+	for _, r := range []*result{client, backlog, lat, fanin, idle, drain} {
+		if r != nil && !strings.Contains(strings.Join(commits, " "), r.Machine.Pgnotify) {
+			commits = append(commits, r.Machine.Pgnotify)
+		}
+	}
+	fmt.Printf("## goals\n\nFrom the results in %s (pgnotify %s).\n\n%s\n", cfg.out, strings.Join(commits, ", "), t.String())
+	return nil
+}

@@ -50,7 +50,7 @@ func writeChart(cfg config) error {
 	b.WriteString(body.String())
 	m := client.Machine
 	fmt.Fprintf(&b, `<text x="10" y="%d" fill="#555" font-size="11">%s</text>`+"\n", y+20,
-		html.EscapeString(fmt.Sprintf("pgnotify bench: %s, %d CPUs, %s; bars are medians, whiskers min–max over the repetitions", m.CPUModel, m.CPUs, m.Go)))
+		html.EscapeString(fmt.Sprintf("pgnotify %s bench: %s, %d CPUs, %s; bars are medians, whiskers min–max over the repetitions", m.Pgnotify, m.CPUModel, m.CPUs, m.Go)))
 	b.WriteString("</svg>\n")
 	path := filepath.Join(cfg.out, "chart.svg")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
@@ -77,7 +77,8 @@ func panel(b *strings.Builder, y0, width int, title string, ref *result, ss []se
 			}
 		}
 	}
-	maxV = niceCeil(maxV)
+	step := niceCeil(maxV / 5)
+	maxV = math.Ceil(maxV/step) * step
 	plotW := float64(width - labelW - right)
 	x := func(v float64) float64 { return labelW + v/maxV*plotW }
 
@@ -120,8 +121,7 @@ func panel(b *strings.Builder, y0, width int, title string, ref *result, ss []se
 	}
 	// axis
 	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#333"/>`+"\n", labelW, top-4, labelW, y)
-	for i := 0; i <= 5; i++ {
-		v := maxV * float64(i) / 5
+	for v := 0.0; v <= maxV+step/2; v += step {
 		fmt.Fprintf(b, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#ddd"/><text x="%.1f" y="%d" text-anchor="middle" fill="#555" font-size="11">%s</text>`+"\n",
 			x(v), y, x(v), y+4, x(v), y+16, trimFloat(v))
 	}

@@ -131,6 +131,9 @@ func main() {
 	if len(scenarios) == 1 && scenarios[0] == "all" {
 		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "chart", "goals"}
 	}
+	// Taken once, at start: go run has just compiled the library, and a
+	// commit made while the scenarios run must not relabel them.
+	buildCommit = libraryCommit()
 	raiseFileLimit()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -256,7 +259,7 @@ func describeMachine() machine {
 			}
 		}
 	}
-	m.Pgnotify = libraryCommit()
+	m.Pgnotify = buildCommit
 	if out, err := exec.Command("uname", "-r").Output(); err == nil {
 		m.OS += " (Linux " + strings.TrimSpace(string(out)) + ")"
 	}
@@ -281,6 +284,9 @@ func loadAvg() string {
 	}
 	return f[0]
 }
+
+// buildCommit is libraryCommit at start.
+var buildCommit string
 
 // libraryCommit names the pgnotify source this binary was built from: the
 // parent repository's HEAD, marked dirty when files outside bench/ differ.

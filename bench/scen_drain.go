@@ -172,7 +172,7 @@ func runDrain(ctx context.Context, cfg config, res *result) error {
 				}
 				if err != nil {
 					closeAll(conns)
-					return fmt.Errorf("K=%d, %s: %w", k, im.name, err)
+					return fmt.Errorf("drain over %d connections, %s: %w", k, im.name, err)
 				}
 				slices.Sort(ms)
 				perRep[i] = append(perRep[i], median(ms))

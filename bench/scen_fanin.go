@@ -81,7 +81,7 @@ func runFanin(ctx context.Context, cfg config, res *result) error {
 						s, err = fanRealTrial(ctx, cl.ConnString(), notifier, im, prefix, k, realNFor(realN, k), realBatch, realRate, realDur)
 					}
 					if err != nil {
-						return fmt.Errorf("%s, K=%d, %s: %w", server, k, im.name, err)
+						return fmt.Errorf("%s server, %d connections, %s: %w", server, k, im.name, err)
 					}
 					samples[i] = append(samples[i], s)
 					if cfg.verbose {

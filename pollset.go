@@ -223,10 +223,18 @@ func (w *member) run() {
 		act := actWait
 		w.mu.Lock()
 		push := false
+		fresh := 0
 		if len(burst) > 0 {
-			w.pending = append(w.pending, burst...)
-			clear(burst)
-			burst = burst[:0]
+			if len(w.pending) == 0 {
+				// Hand the burst over whole rather than copy it: the
+				// consumer takes pending as the caller's batch anyway.
+				w.pending = burst
+				fresh = len(burst)
+			} else {
+				w.pending = append(w.pending, burst...)
+				clear(burst)
+				burst = burst[:0]
+			}
 			traffic = true
 			push = w.markQueuedLocked()
 		}
@@ -257,6 +265,11 @@ func (w *member) run() {
 		w.mu.Unlock()
 		if push {
 			w.m.pushReady(w)
+		}
+		if fresh > 0 {
+			// Size the next burst's buffer like the last one, so a steady
+			// stream reads without regrowing it.
+			burst = make([]*Notification, 0, min(max(fresh, 16), maxPending))
 		}
 
 		switch act {

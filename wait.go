@@ -2,11 +2,13 @@ package pgnotify
 
 import (
 	"context"
-	"errors"
 	"iter"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Wait returns an iterator over the notifications conn receives, for a
@@ -50,12 +52,14 @@ func Wait(ctx context.Context, conn *pgx.Conn, timeout time.Duration) iter.Seq2[
 			waitPending(ctx, conn, yield)
 			return
 		}
+		r := newSocketReader(ctx, conn)
+		defer r.close()
 		for {
 			if err := ctx.Err(); err != nil {
 				yield(nil, err)
 				return
 			}
-			n, idle, err := waitOne(ctx, conn, timeout)
+			n, idle, err := r.next(ctx, timeout)
 			switch {
 			case n != nil:
 				if !yield(n, nil) {
@@ -83,28 +87,84 @@ func Wait(ctx context.Context, conn *pgx.Conn, timeout time.Duration) iter.Seq2[
 	}
 }
 
-// waitOne waits for one notification on conn. idle reports that timeout (>
-// 0) passed with conn still open and ctx not done; err is then nil.
-func waitOne(ctx context.Context, conn *pgx.Conn, timeout time.Duration) (n *Notification, idle bool, err error) {
-	if timeout < 0 {
-		// With context.Background, pgx sets up no context watcher at all.
-		n, err = conn.WaitForNotification(ctx)
+// socketReader reads notifications with context.Background(), so pgx sets up
+// no context watcher (and makes no allocation) per read, and ends a read
+// through the socket's read deadline instead: for the idle timeout, and for
+// ctx's end through one context.AfterFunc for the whole iteration. The
+// deadline is only ever moved while the reader is inside its read, never
+// while the loop body is using conn, whose queries it would break.
+type socketReader struct {
+	conn *pgx.Conn
+	nc   net.Conn
+	stop func() bool // ends the AfterFunc; nil when ctx can't end
+
+	mu      sync.Mutex
+	reading bool // inside WaitForNotification
+}
+
+func newSocketReader(ctx context.Context, conn *pgx.Conn) *socketReader {
+	r := &socketReader{conn: conn, nc: conn.PgConn().Conn()}
+	if ctx.Done() != nil {
+		// The callback runs in a goroutine of the context package's, only
+		// once ctx ends.
+		r.stop = context.AfterFunc(ctx, func() {
+			r.mu.Lock()
+			if r.reading {
+				r.nc.SetReadDeadline(pastDeadline)
+			}
+			r.mu.Unlock()
+		})
+	}
+	return r
+}
+
+func (r *socketReader) close() {
+	if r.stop != nil {
+		r.stop()
+	}
+}
+
+// next waits for one notification (pgx returns one it already buffered
+// first). idle reports that timeout (> 0) passed with conn still open and
+// ctx not done; err is then nil.
+func (r *socketReader) next(ctx context.Context, timeout time.Duration) (n *Notification, idle bool, err error) {
+	var deadline time.Time
+	r.mu.Lock()
+	if err := ctx.Err(); err != nil {
+		r.mu.Unlock()
+		return nil, false, err
+	}
+	r.reading = true
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+		r.nc.SetReadDeadline(deadline)
+	}
+	r.mu.Unlock()
+
+	n, err = r.conn.WaitForNotification(context.Background())
+
+	r.mu.Lock()
+	r.reading = false
+	r.mu.Unlock()
+	timedOut := err != nil && pgconn.Timeout(err) && !r.conn.IsClosed()
+	if timedOut || !deadline.IsZero() {
+		// The loop body may use conn next: leave no deadline of ours on it.
+		r.nc.SetReadDeadline(time.Time{})
+	}
+	if !timedOut {
 		return n, false, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	n, err = conn.WaitForNotification(wctx)
-	expired := wctx.Err() != nil
-	cancel()
-	// pgconn turns a cancelled wait into a read deadline and keeps the
-	// connection open (peekMessage closes it on any read error except a
-	// timeout). So a wait that failed because our own deadline passed,
-	// while conn is still open and the caller's ctx is not done, is an idle
-	// tick and not a failure.
-	if n == nil && err != nil && expired && ctx.Err() == nil && !conn.IsClosed() &&
-		errors.Is(err, context.DeadlineExceeded) {
+	// pgconn keeps the connection open on a read timeout (and a half-read
+	// message for the next read): this was our deadline, not a failure.
+	switch {
+	case n != nil:
+		return n, false, nil
+	case ctx.Err() != nil:
+		return nil, false, ctx.Err()
+	case !deadline.IsZero() && !time.Now().Before(deadline):
 		return nil, true, nil
 	}
-	return n, false, err
+	return nil, false, nil
 }
 
 // waitPending yields every notification committed before the call: those

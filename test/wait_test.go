@@ -360,3 +360,33 @@ func TestWaitConnectionLostBeforeWait(t *testing.T) {
 		})
 	}
 }
+
+// Cancelling Wait's context while the loop body runs a query on conn does
+// not touch that query: Wait ends a read through the socket's deadline only
+// while it is reading itself.
+func TestWaitCancelDuringLoopBodyLeavesQueryAlone(t *testing.T) {
+	c := connect(t)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	require.NoError(t, pgnotify.Listen(ctx, c, "body"))
+	require.NoError(t, pgnotify.Notify(ctx, connect(t), pgnotify.Message{Channel: "body", Payload: "x"}))
+	var final error
+	steps := 0
+	for n, err := range pgnotify.Wait(ctx, c, time.Minute) {
+		steps++
+		if err != nil {
+			final = err
+			break
+		}
+		require.NotNil(t, n)
+		cancel()
+		// A query longer than any interrupt would take, under its own context.
+		_, qerr := c.Exec(context.Background(), "SELECT pg_sleep(0.05)")
+		require.NoError(t, qerr)
+	}
+	assert.Equal(t, 2, steps)
+	assert.ErrorIs(t, final, context.Canceled)
+	assert.False(t, c.IsClosed())
+	_, err := c.Exec(context.Background(), "SELECT 1")
+	assert.NoError(t, err)
+}

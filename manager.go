@@ -1,6 +1,7 @@
 package pgnotify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -288,7 +289,7 @@ func (m *Manager) Conns() []*pgx.Conn {
 		ws = append(ws, w)
 	}
 	m.mu.Unlock()
-	slices.SortFunc(ws, func(a, b *member) int { return int(a.seq - b.seq) })
+	slices.SortFunc(ws, func(a, b *member) int { return cmp.Compare(a.seq, b.seq) })
 	out := make([]*pgx.Conn, 0, len(ws))
 	for _, w := range ws {
 		w.mu.Lock()

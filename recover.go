@@ -120,17 +120,21 @@ func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) 
 // before anything the new member receives.
 func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		conn.Close(context.Background())
-		return ErrClosed
-	}
-	if _, dup := m.members[conn]; dup {
+	var refused error
+	switch {
+	case m.closed:
+		refused = ErrClosed
+	case m.members[conn] != nil:
+		m.mu.Unlock()
+		// A member belongs to its waiter: not ours to close.
 		return fmt.Errorf("DialFunc returned a member: %w", ErrAlreadyAdded)
+	case !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }):
+		refused = errors.New("the dead connection was taken with TakeGarbage")
 	}
-	if !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }) {
+	if refused != nil {
+		m.mu.Unlock()
 		conn.Close(context.Background())
-		return errors.New("the dead connection was taken with TakeGarbage")
+		return refused
 	}
 	delete(m.recovering, g.Conn)
 	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
@@ -145,6 +149,7 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
 		m.ready.push(entry{w: w})
 	}
 	w.start()
+	m.mu.Unlock()
 	m.stats.recoveries.Add(1)
 	m.wakeConsumer()
 	if l := m.cfg.logger; l != nil {

@@ -1,10 +1,13 @@
 package pgnotifytest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,4 +198,52 @@ func TestManagerTakeGarbageStopsReconnect(t *testing.T) {
 	require.ErrorAs(t, g[0].Err, &pgErr)
 	_, err := m.Next(ctx)
 	assert.Equal(t, io.EOF, err)
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestManagerLogsDeathsAndReconnectsNeverPayloads(t *testing.T) {
+	ctx := testContext(t)
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	var fail atomic.Bool
+	fail.Store(true)
+	dial := func(ctx context.Context, g pgnotify.Garbage) (*pgx.Conn, error) {
+		if fail.Swap(false) {
+			return nil, errors.New("first attempt refused")
+		}
+		return pgx.Connect(ctx, connString)
+	}
+	c := listener(t, "logged")
+	m := newManager(t, pgnotify.WithLogger(logger), pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
+	require.NoError(t, m.Add(ctx, c))
+	notify(t, "logged", "secret payload")
+	require.NoError(t, m.Do(ctx, c, func(c *pgx.Conn) error { return c.PgConn().Ping(ctx) }))
+	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Recovered)
+
+	out := logs.String()
+	assert.Contains(t, out, "connection died")
+	assert.Contains(t, out, fmt.Sprintf("pid=%d", c.PgConn().PID()))
+	assert.Contains(t, out, "57P01")
+	assert.Contains(t, out, "reconnect failed")
+	assert.Contains(t, out, "first attempt refused")
+	assert.Contains(t, out, "connection recovered")
+	assert.NotContains(t, out, "secret payload")
 }

@@ -178,3 +178,41 @@ func ExampleNotify() {
 	// <nil>
 	// true
 }
+
+// ExampleWithReconnect keeps a listener alive across server restarts: each
+// dead connection is redialled with backoff, and the Recovered event marks
+// the gap to resynchronise from the application's own tables.
+func ExampleWithReconnect() {
+	ctx := context.Background()
+	dial := func(ctx context.Context, dead pgnotify.Garbage) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, exampleURL) // the manager LISTENs dead.Channels again
+	}
+	m := pgnotify.NewManager(pgnotify.WithReconnect(dial, 100*time.Millisecond, 10*time.Second))
+	defer m.Close(ctx)
+
+	conn, err := dial(ctx, pgnotify.Garbage{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pgnotify.Listen(ctx, conn, "orders"); err != nil {
+		log.Fatal(err)
+	}
+	if err := m.Add(ctx, conn); err != nil {
+		log.Fatal(err)
+	}
+	for ev, err := range m.Events(ctx) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		switch ev.Kind {
+		case pgnotify.Batch:
+			// apply ev.Notifications
+		case pgnotify.Dead:
+			log.Printf("lost a connection: %v (reconnecting)", ev.Err)
+		case pgnotify.Recovered:
+			// Anything sent while it was down is lost: reload from the tables.
+			log.Printf("listening again; resynchronising (%d failed attempts so far)",
+				m.Stats().ReconnectFailures)
+		}
+	}
+}

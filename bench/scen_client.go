@@ -49,15 +49,7 @@ func runClient(ctx context.Context, cfg config, res *result) error {
 
 	for i, im := range impls {
 		r := row{Key: im.key, Name: im.name, Metrics: map[string]summary{}}
-		var rate, cpu, allocs []float64
-		for _, s := range samples[i] {
-			rate = append(rate, s.rate())
-			cpu = append(cpu, s.cpuPer())
-			allocs = append(allocs, s.allocsPer())
-		}
-		r.Metrics["rate"] = summarize(rate)
-		r.Metrics["cpu_ns"] = summarize(cpu)
-		r.Metrics["allocs"] = summarize(allocs)
+		addRateMetrics(r.Metrics, samples[i])
 		res.Rows = append(res.Rows, r)
 	}
 

@@ -100,17 +100,14 @@ func runFanin(ctx context.Context, cfg config, res *result) error {
 			group := fmt.Sprintf("%s K=%d", server, k)
 			for i, im := range impls {
 				r := row{Group: group, Key: im.key, Name: im.name, Metrics: map[string]summary{}}
-				var rate, cpu, allocs, p50, p99 []float64
+				var rates []sample
+				var p50, p99 []float64
 				for _, s := range all[key{server, k}][i] {
-					rate = append(rate, s.rate.rate())
-					cpu = append(cpu, s.rate.cpuPer())
-					allocs = append(allocs, s.rate.allocsPer())
+					rates = append(rates, s.rate)
 					p50 = append(p50, us(s.lat.p50))
 					p99 = append(p99, us(s.lat.p99))
 				}
-				r.Metrics["rate"] = summarize(rate)
-				r.Metrics["cpu_ns"] = summarize(cpu)
-				r.Metrics["allocs"] = summarize(allocs)
+				addRateMetrics(r.Metrics, rates)
 				r.Metrics["p50_us"] = summarize(p50)
 				r.Metrics["p99_us"] = summarize(p99)
 				res.Rows = append(res.Rows, r)

@@ -229,3 +229,18 @@ func waitQuiet(limit time.Duration) float64 {
 		logf("machine busy (%.0f%% CPU): waiting for it to quiet down", busy*100)
 	}
 }
+
+// addRateMetrics summarises the repetitions of one implementation's
+// throughput trials into m: receive rate, client CPU and allocations per
+// notification.
+func addRateMetrics(m map[string]summary, samples []sample) {
+	var rate, cpu, allocs []float64
+	for _, s := range samples {
+		rate = append(rate, s.rate())
+		cpu = append(cpu, s.cpuPer())
+		allocs = append(allocs, s.allocsPer())
+	}
+	m["rate"] = summarize(rate)
+	m["cpu_ns"] = summarize(cpu)
+	m["allocs"] = summarize(allocs)
+}

@@ -268,7 +268,17 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 			return nil
 		}
 	}
-	return nil
+	// A member that died after the check above is not handed back: its
+	// Dead event follows.
+	var errs []error
+	for i, w := range ws {
+		w.mu.Lock()
+		if w.state == stateDead {
+			errs = append(errs, fmt.Errorf("pgnotify: remove: connection %d: %w", i, &deadError{cause: w.cause}))
+		}
+		w.mu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // forget drops a removed member from the set.

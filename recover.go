@@ -68,6 +68,12 @@ func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, atte
 	m.stats.attempts.Add(1)
 	conn, err := m.dialListening(ctx, dial, g)
 	if err == nil {
+		// Logged before adopt makes the Recovered event visible, and
+		// outside the manager's lock: a log reader never sees the event
+		// first. If adopt still refuses it, the failure is logged too.
+		if l := m.cfg.logger; l != nil {
+			l.Info("pgnotify: connection recovered", "old_pid", g.Conn.PgConn().PID(), "pid", conn.PgConn().PID())
+		}
 		err = m.adopt(conn, g, attempt)
 	}
 	if err != nil {
@@ -152,9 +158,6 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
 	m.mu.Unlock()
 	m.stats.recoveries.Add(1)
 	m.wakeConsumer()
-	if l := m.cfg.logger; l != nil {
-		l.Info("pgnotify: connection recovered", "old_pid", g.Conn.PgConn().PID(), "pid", conn.PgConn().PID())
-	}
 	return nil
 }
 

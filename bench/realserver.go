@@ -54,3 +54,21 @@ func queueUsage(ctx context.Context, conn *pgx.Conn) string {
 	}
 	return fmt.Sprintf("%.4f%%", u*100)
 }
+
+// startRealWithNotifier starts the throwaway cluster and opens a connection
+// to send NOTIFYs on; stop closes both.
+func startRealWithNotifier(ctx context.Context, res *result) (cl *pgtmp.Cluster, notifier *pgx.Conn, stop func(), err error) {
+	cl, err = startReal(ctx, res)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	notifier, err = pgx.Connect(ctx, cl.ConnString())
+	if err != nil {
+		stopReal(cl)
+		return nil, nil, nil, err
+	}
+	return cl, notifier, func() {
+		notifier.Close(context.Background())
+		stopReal(cl)
+	}, nil
+}

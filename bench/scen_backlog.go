@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"runtime"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // backlogSQL queues notifications lo..hi on a channel in one transaction,
@@ -33,16 +31,11 @@ func runBacklog(ctx context.Context, cfg config, res *result) error {
 	res.Params["payload_bytes"] = payloadLen
 	impls := selectImpls(singleImpls, func(i impl) string { return i.key }, cfg.impls)
 
-	cl, err := startReal(ctx, res)
+	cl, notifier, stop, err := startRealWithNotifier(ctx, res)
 	if err != nil {
 		return err
 	}
-	defer stopReal(cl)
-	notifier, err := pgx.Connect(ctx, cl.ConnString())
-	if err != nil {
-		return err
-	}
-	defer notifier.Close(ctx)
+	defer stop()
 
 	samples := make([][]sample, len(impls))
 	for rep := range cfg.reps {

@@ -51,16 +51,11 @@ func runFanin(ctx context.Context, cfg config, res *result) error {
 		return err
 	}
 	defer fake.stop()
-	cl, err := startReal(ctx, res)
+	cl, notifier, stop, err := startRealWithNotifier(ctx, res)
 	if err != nil {
 		return err
 	}
-	defer stopReal(cl)
-	notifier, err := pgx.Connect(ctx, cl.ConnString())
-	if err != nil {
-		return err
-	}
-	defer notifier.Close(ctx)
+	defer stop()
 
 	type key struct {
 		server string

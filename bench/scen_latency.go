@@ -43,16 +43,11 @@ func runLatency(ctx context.Context, cfg config, res *result) error {
 	res.Params["warmup_skipped"] = n / warmupFraction
 	impls := selectImpls(singleImpls, func(i impl) string { return i.key }, cfg.impls)
 
-	cl, err := startReal(ctx, res)
+	cl, notifier, stop, err := startRealWithNotifier(ctx, res)
 	if err != nil {
 		return err
 	}
-	defer stopReal(cl)
-	notifier, err := pgx.Connect(ctx, cl.ConnString())
-	if err != nil {
-		return err
-	}
-	defer notifier.Close(ctx)
+	defer stop()
 
 	stats := make([][]latencyStats, len(impls))
 	for rep := range cfg.reps {

@@ -248,11 +248,7 @@ func TestHealthPingResponseNotificationsDelivered(t *testing.T) {
 
 func TestRecoverRefusesHotStandby(t *testing.T) {
 	ctx := testContext(t)
-	old := listener(t, "standby")
-	m := newManager(t)
-	require.NoError(t, m.Add(ctx, old))
-	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
+	m, old := deadMember(t, ctx, []string{"standby"})
 
 	// The replacement answers LISTEN as a hot standby does.
 	srv, err := fakepg.Listen()

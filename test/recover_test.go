@@ -31,6 +31,18 @@ func dialer(t testing.TB, calls *atomic.Int64) pgnotify.DialFunc {
 	}
 }
 
+// deadMember makes a manager with opts whose one member, listening on
+// channels, has just been terminated and yielded its Dead event.
+func deadMember(t testing.TB, ctx context.Context, channels []string, opts ...pgnotify.Option) (*pgnotify.Manager, *pgx.Conn) {
+	t.Helper()
+	c := listener(t, channels...)
+	m := newManager(t, opts...)
+	require.NoError(t, m.Add(ctx, c))
+	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
+	untilKind(t, ctx, m, pgnotify.Dead)
+	return m, c
+}
+
 // untilKind returns the first event of kind k, failing on errors.
 func untilKind(t testing.TB, ctx context.Context, m *pgnotify.Manager, k pgnotify.Kind) pgnotify.Event {
 	t.Helper()
@@ -44,11 +56,7 @@ func untilKind(t testing.TB, ctx context.Context, m *pgnotify.Manager, k pgnotif
 
 func TestManagerRecover(t *testing.T) {
 	ctx := testContext(t)
-	old := listener(t, "rec", "Rec Two")
-	m := newManager(t)
-	require.NoError(t, m.Add(ctx, old))
-	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
+	m, old := deadMember(t, ctx, []string{"rec", "Rec Two"})
 
 	require.NoError(t, m.Recover(ctx, dialer(t, nil)))
 	ev := next(t, ctx, m)
@@ -74,16 +82,13 @@ func TestManagerRecover(t *testing.T) {
 
 func TestManagerRecoverFailureStaysInGarbage(t *testing.T) {
 	ctx := testContext(t)
-	old := listener(t, "recfail")
-	m := newManager(t)
-	require.NoError(t, m.Add(ctx, old))
-	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
+	m, old := deadMember(t, ctx, []string{"recfail"})
 
 	refused := errors.New("refused")
 	err := m.Recover(ctx, func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) { return nil, refused })
 	require.ErrorIs(t, err, refused)
 	require.Len(t, m.Garbage(), 1)
+	assert.Equal(t, old, m.Garbage()[0].Conn)
 	// Nothing live and nothing being recovered: the stream ends.
 	_, err = m.Next(ctx)
 	assert.Equal(t, io.EOF, err)
@@ -93,13 +98,9 @@ func TestManagerRecoverFailureStaysInGarbage(t *testing.T) {
 	assert.EqualValues(t, map[string]uint64{"57P01": 1}, s.DeathsByCause)
 }
 
-func TestManagerRecoverRefusesBadChannelsReplacement(t *testing.T) {
+func TestManagerRecoverRefusesReplacementInTransaction(t *testing.T) {
 	ctx := testContext(t)
-	old := listener(t, "rectx")
-	m := newManager(t)
-	require.NoError(t, m.Add(ctx, old))
-	adminExec(t, "SELECT pg_terminate_backend($1)", old.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
+	m, old := deadMember(t, ctx, []string{"rectx"})
 
 	// A replacement inside a transaction could never receive anything.
 	var replacement *pgx.Conn
@@ -113,6 +114,7 @@ func TestManagerRecoverRefusesBadChannelsReplacement(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "transaction")
 	require.Len(t, m.Garbage(), 1)
+	assert.Equal(t, old, m.Garbage()[0].Conn)
 	assert.True(t, replacement.IsClosed(), "a refused replacement is closed")
 }
 
@@ -165,11 +167,7 @@ func TestManagerReconnectKeepsSetOpenWhileFailing(t *testing.T) {
 		}
 		return dialer(t, nil)(ctx, g)
 	}
-	c := listener(t, "storm")
-	m := newManager(t, pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
-	require.NoError(t, m.Add(ctx, c))
-	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
+	m, c := deadMember(t, ctx, []string{"storm"}, pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
 	// While attempts fail the set is not empty: Next waits, not io.EOF.
 	waitUntil(t, 10*time.Second, "three failed attempts", func() bool { return calls.Load() >= 3 })
 	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
@@ -187,13 +185,10 @@ func TestManagerTakeGarbageStopsReconnect(t *testing.T) {
 	dial := func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) {
 		return nil, errors.New("server down")
 	}
-	c := listener(t, "take")
-	m := newManager(t, pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
-	require.NoError(t, m.Add(ctx, c))
-	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
+	m, c := deadMember(t, ctx, []string{"take"}, pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
 	g := m.TakeGarbage()
 	require.Len(t, g, 1)
+	assert.Equal(t, c, g[0].Conn)
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, g[0].Err, &pgErr)
 	_, err := m.Next(ctx)

@@ -1,6 +1,6 @@
 module github.com/seed-c59d106d/pgnotify/bench
 
-go 1.26.0
+go 1.25.0
 
 replace github.com/seed-c59d106d/pgnotify => ..
 
@@ -8,7 +8,7 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/lib/pq v1.12.3
 	github.com/seed-c59d106d/pgnotify v0.0.0-00010101000000-000000000000
-	golang.org/x/sync v0.24.0
+	golang.org/x/sync v0.22.0
 )
 
 require (

@@ -21,6 +21,9 @@ const (
 	// listens on its channels again. Notifications sent while Replaced was
 	// dead are lost: this is the signal to resynchronise.
 	Recovered
+	// Lagged reports that a [Subscription]'s buffer overflowed under
+	// [OverflowDropOldest]: Dropped notifications, the oldest, were lost.
+	Lagged
 )
 
 // String returns the constant's name, or Kind(n) for an unknown value.
@@ -34,6 +37,8 @@ func (k Kind) String() string {
 		return "Dead"
 	case Recovered:
 		return "Recovered"
+	case Lagged:
+		return "Lagged"
 	}
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -54,6 +59,13 @@ type Event struct {
 	Err error
 	// Replaced is the dead connection that Conn replaces (Recovered only).
 	Replaced *pgx.Conn
+	// Dropped is how many notifications a subscription lost to its buffer's
+	// overflow (Lagged only).
+	Dropped int
+	// LSN is a durable batch's commit LSN: the same when the batch is
+	// delivered again, increasing in commit order. It is 0 for NOTIFY
+	// batches.
+	LSN uint64
 }
 
 // Garbage is a dead connection held by the manager until [Manager.Recover]

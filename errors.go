@@ -3,6 +3,7 @@ package pgnotify
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Sentinel errors. Match them with [errors.Is]; the errors pgnotify returns
@@ -27,7 +28,40 @@ var (
 	// ErrPayloadTooLong is returned for a payload of 8000 bytes or more, which
 	// the server would reject.
 	ErrPayloadTooLong = errors.New("pgnotify: payload too long")
+
+	// ErrDead matches, with [errors.Is], an error caused by the death of a
+	// member: a request on a member that has died, or a Do whose member died
+	// under it. The same error unwraps to the cause, so the server's
+	// *pgconn.PgError stays reachable with [errors.As].
+	ErrDead = errors.New("pgnotify: connection dead")
 )
+
+// Errors with no sentinel: a program has nothing to do about them but fix
+// the call.
+var (
+	errNotNew  = errors.New("pgnotify: Manager not made by NewManager")
+	errNilConn = errors.New("pgnotify: nil connection")
+	// errConcurrentNext is returned by a Next, Events or Drain called while
+	// another goroutine is inside one of them: they are the consumer's.
+	errConcurrentNext = errors.New("pgnotify: Next called from two goroutines at once")
+	// errLent is returned for a request on a member made from inside the Do
+	// function it is lent to: waiting for the Do to end would never return.
+	errLent = errors.New("pgnotify: connection is lent to this goroutine's Do: use the *pgx.Conn passed to fn")
+)
+
+// connError says which connection of a call failed. Its message keeps one
+// "pgnotify: " prefix however the cause was made.
+type connError struct {
+	op    string // "add", "remove"
+	index int
+	err   error
+}
+
+func (e *connError) Error() string {
+	return fmt.Sprintf("pgnotify: %s: connection %d: %s", e.op, e.index, strings.TrimPrefix(e.err.Error(), "pgnotify: "))
+}
+
+func (e *connError) Unwrap() error { return e.err }
 
 // channelError says which channel name was rejected and why. It unwraps to
 // ErrInvalidChannel.
@@ -56,8 +90,9 @@ func (e *payloadError) Error() string {
 
 func (e *payloadError) Unwrap() error { return ErrPayloadTooLong }
 
-// deadError is returned for a request on a member that has died. It unwraps
-// to the cause of death, so the server's *pgconn.PgError stays reachable.
+// deadError is returned for a request on a member that has died. It matches
+// ErrDead and unwraps to the cause of death, so the server's
+// *pgconn.PgError stays reachable.
 type deadError struct {
 	cause error
 }
@@ -65,6 +100,9 @@ type deadError struct {
 func (e *deadError) Error() string { return "pgnotify: connection died: " + e.cause.Error() }
 
 func (e *deadError) Unwrap() error { return e.cause }
+
+// Is makes a deadError match ErrDead as well as its cause.
+func (e *deadError) Is(target error) bool { return target == ErrDead }
 
 // truncate shortens s for an error message without splitting a UTF-8
 // sequence's worth of meaning; names are short, so this rarely triggers.

@@ -2,6 +2,7 @@ package pgnotify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -108,6 +109,9 @@ func listenCommand(ctx context.Context, conn *pgx.Conn, command string, channels
 	if len(channels) == 0 {
 		return nil
 	}
+	if conn == nil {
+		return errNilConn
+	}
 	var sql strings.Builder
 	seen := make(map[string]struct{}, len(channels))
 	for _, name := range channels {
@@ -135,6 +139,9 @@ func listenCommand(ctx context.Context, conn *pgx.Conn, command string, channels
 // (UNLISTEN *), in one round trip. Notifications pgx has already received
 // stay buffered in conn.
 func UnlistenAll(ctx context.Context, conn *pgx.Conn) error {
+	if conn == nil {
+		return errNilConn
+	}
 	if _, err := conn.PgConn().Exec(ctx, "UNLISTEN *").ReadAll(); err != nil {
 		return fmt.Errorf("pgnotify: unlisten all: %w", err)
 	}
@@ -145,6 +152,9 @@ func UnlistenAll(ctx context.Context, conn *pgx.Conn) error {
 // (pg_listening_channels()), sorted, in one round trip. A session that
 // listens on nothing yields an empty, non-nil slice.
 func ListeningChannels(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	if conn == nil {
+		return nil, errNilConn
+	}
 	// The simple protocol returns text, which is the channel name itself,
 	// and needs no prepared statement.
 	results, err := conn.PgConn().Exec(ctx, "SELECT pg_listening_channels()").ReadAll()
@@ -201,10 +211,14 @@ func Notify(ctx context.Context, db Execer, msgs ...Message) error {
 			return &payloadError{channel: m.Channel, size: len(m.Payload)}
 		}
 	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if c, ok := db.(*pgx.Conn); db == nil || ok && c == nil {
+		return errors.New("pgnotify: notify: nil Execer")
+	}
 	var err error
 	switch len(msgs) {
-	case 0:
-		return nil
 	case 1:
 		_, err = db.Exec(ctx, notifyOneSQL, msgs[0].Channel, msgs[0].Payload)
 	default:

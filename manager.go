@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,23 +39,32 @@ type Manager struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// wg counts waiters and drain passes, so Close returns with none left.
+	// wg counts drain passes and automatic reconnects, so Close returns
+	// with none left. Waiters are not counted: Close waits on each one's
+	// exited, except for one lent to a Do.
 	wg sync.WaitGroup
 
-	// idle and pass are the consumer's; pass is also read by Drain, which
-	// is the consumer too.
+	// consuming is set while a goroutine is in Next or Drain, so a second
+	// one is refused instead of hanging.
+	consuming atomic.Bool
+
+	// idle is the consumer's.
 	idle idleTimer
 
 	mu      sync.Mutex
 	members map[*pgx.Conn]*member  // live members, and dead ones whose Dead event is not yet yielded
 	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
+	// removed holds removed members whose pending notifications are not
+	// all yielded yet: adding the connection again carries them over, so
+	// they come before what it receives next.
+	removed map[*pgx.Conn]*member
 	// recovering holds garbage connections a Recover or WithReconnect is
 	// replacing; they count as members for io.EOF.
 	recovering map[*pgx.Conn]struct{}
 	deaths     map[string]uint64 // Dead events yielded, by causeClass
 	ready      fifo
 	garbage    []Garbage
-	pass       *pass // the drain pass in progress, if any
+	pass       *pass // the drain pass in progress, if any; its events are the consumer's once collected
 	seq        uint64
 	closed     bool
 }
@@ -67,6 +77,7 @@ func NewManager(opts ...Option) *Manager {
 		closedCh: make(chan struct{}),
 		members:  make(map[*pgx.Conn]*member),
 		adding:   make(map[*pgx.Conn]struct{}),
+		removed:  make(map[*pgx.Conn]*member),
 
 		recovering: make(map[*pgx.Conn]struct{}),
 		deaths:     make(map[string]uint64),
@@ -102,7 +113,7 @@ func (m *Manager) Timeout() time.Duration { return time.Duration(m.timeout.Load(
 // manager never sees them.
 func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	if len(conns) == 0 {
-		return nil
+		return m.checkOpen()
 	}
 	if err := m.reserve(conns); err != nil {
 		return err
@@ -117,10 +128,10 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	// may be touched here.
 	for i, c := range conns {
 		if c.IsClosed() {
-			return fmt.Errorf("pgnotify: add: connection %d is closed", i)
+			return &connError{"add", i, errors.New("closed")}
 		}
 		if s := c.PgConn().TxStatus(); s != 'I' {
-			return fmt.Errorf("pgnotify: add: connection %d is in a transaction (status %q)", i, s)
+			return &connError{"add", i, fmt.Errorf("in a transaction (status %q)", s)}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -132,7 +143,7 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	err := fanOut(len(conns), func(i int) error {
 		chs, err := ListeningChannels(qctx, conns[i])
 		if err != nil {
-			return fmt.Errorf("pgnotify: add: connection %d: %w", i, err)
+			return &connError{"add", i, err}
 		}
 		channels[i] = chs
 		return nil
@@ -156,6 +167,16 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	committed = true
 	for _, w := range ws {
 		delete(m.adding, w.conn)
+		if old := m.removed[w.conn]; old != nil {
+			// Removed with notifications not yet yielded: they come first.
+			// The old member's entry in the ready queue then yields nothing.
+			delete(m.removed, w.conn)
+			old.mu.Lock()
+			w.pending = slices.Concat(old.pending, w.pending)
+			w.pendingBytes += old.pendingBytes
+			old.pending, old.pendingBytes = nil, 0
+			old.mu.Unlock()
+		}
 		m.seq++
 		w.seq = m.seq
 		m.members[w.conn] = w
@@ -174,6 +195,9 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 // goroutines adding the same connection cannot both win. It touches no
 // connection: a member belongs to its waiter.
 func (m *Manager) reserve(conns []*pgx.Conn) error {
+	if m.signal == nil {
+		return errNotNew
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -181,12 +205,12 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 	}
 	for i, c := range conns {
 		if c == nil {
-			return fmt.Errorf("pgnotify: add: connection %d is nil", i)
+			return &connError{"add", i, errNilConn}
 		}
 		_, member := m.members[c]
 		_, adding := m.adding[c]
 		if member || adding || slices.Contains(conns[:i], c) {
-			return fmt.Errorf("pgnotify: add: connection %d: %w", i, ErrAlreadyAdded)
+			return &connError{"add", i, ErrAlreadyAdded}
 		}
 	}
 	for _, c := range conns {
@@ -203,23 +227,53 @@ func (m *Manager) unreserve(conns []*pgx.Conn) {
 	m.mu.Unlock()
 }
 
-// lookup returns the live member for conn, or why there is none: ErrClosed,
-// ErrNotManaged, or an error wrapping the cause of its death.
-func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
+// checkOpen returns why the manager can take no request (not made by
+// NewManager, or closed), or nil.
+func (m *Manager) checkOpen() error {
+	if m.signal == nil {
+		return errNotNew
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// lookup returns the live member for conn, or why there is none: ErrClosed,
+// ErrNotManaged, an error wrapping the cause of its death, or errLent when
+// the caller is the Do function conn is lent to.
+func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
+	if m.signal == nil {
+		return nil, errNotNew
+	}
+	if conn == nil {
+		return nil, errNilConn
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if w := m.members[conn]; w != nil {
-		return w, nil
-	}
-	for _, g := range m.garbage {
-		if g.Conn == conn && conn != nil {
-			return nil, &deadError{cause: g.Err}
+	w := m.members[conn]
+	if w == nil {
+		defer m.mu.Unlock()
+		for _, g := range m.garbage {
+			if g.Conn == conn {
+				return nil, &deadError{cause: g.Err}
+			}
 		}
+		return nil, ErrNotManaged
 	}
-	return nil, ErrNotManaged
+	m.mu.Unlock()
+	w.mu.Lock()
+	b := w.borrower
+	w.mu.Unlock()
+	if b != 0 && b == goid() {
+		return nil, errLent
+	}
+	return w, nil
 }
 
 // Remove takes conns out of the set and gives them back to the caller,
@@ -232,22 +286,25 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 // error and the connections it could not take back in time are closed when
 // their waiters stop.
 func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
+	if len(conns) == 0 {
+		return m.checkOpen()
+	}
 	ws := make([]*member, len(conns))
 	for i, c := range conns {
 		w, err := m.lookup(c)
 		if err != nil {
-			return fmt.Errorf("pgnotify: remove: connection %d: %w", i, err)
+			return &connError{"remove", i, err}
 		}
 		w.mu.Lock()
 		err = w.unusableLocked()
 		w.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("pgnotify: remove: connection %d: %w", i, err)
+			return &connError{"remove", i, err}
 		}
 		ws[i] = w
 	}
 	for _, w := range ws {
-		w.requestStop(false)
+		w.requestStop()
 	}
 	for _, w := range ws {
 		select {
@@ -274,18 +331,25 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	for i, w := range ws {
 		w.mu.Lock()
 		if w.state == stateDead {
-			errs = append(errs, fmt.Errorf("pgnotify: remove: connection %d: %w", i, &deadError{cause: w.cause}))
+			errs = append(errs, &connError{"remove", i, &deadError{cause: w.cause}})
 		}
 		w.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
-// forget drops a removed member from the set.
+// forget drops a removed member from the set, keeping it in m.removed while
+// it has notifications to yield.
 func (m *Manager) forget(w *member) {
 	m.mu.Lock()
 	if m.members[w.conn] == w {
 		delete(m.members, w.conn)
+	}
+	w.mu.Lock()
+	left := len(w.pending) > 0
+	w.mu.Unlock()
+	if left {
+		m.removed[w.conn] = w
 	}
 	m.mu.Unlock()
 	m.wakeConsumer()
@@ -341,16 +405,26 @@ func (m *Manager) TakeGarbage() []Garbage {
 // are kept and yielded. As everywhere in pgx, a query whose context is
 // cancelled closes the connection; if fn leaves conn closed, Do returns
 // fn's error and a Dead event follows. Notifications fn's queries received
-// are pending when Do returns, ahead of anything received later. fn must leave conn outside a
-// transaction, or it can receive nothing.
+// are pending when Do returns, ahead of anything received later.
+//
+// fn must leave conn outside a transaction: a session in a transaction
+// receives no notification. If it does not, Do rolls the transaction back
+// and returns an error saying so (joined with fn's own, if any); if the
+// ROLLBACK fails, the connection is closed and a Dead event follows.
+//
+// Inside fn, use the connection fn was given: Do, Listen, Unlisten,
+// UnlistenAll and Remove for conn from fn's goroutine return an error at
+// once rather than wait for fn. Close from inside fn returns without
+// waiting for it; conn is closed when fn returns.
 //
 // LISTEN and UNLISTEN run inside fn are not tracked for recovery: change
 // channels with [Manager.Listen] and [Manager.Unlisten].
 //
 // Do waits for the waiter to let go of conn until ctx ends. It returns
-// [ErrNotManaged] for a connection that is not a member, an error wrapping
-// the cause for one that died, and [ErrClosed] after Close.
-func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) error {
+// [ErrNotManaged] for a connection that is not a member, an error matching
+// [ErrDead] and wrapping the cause for one that died, and [ErrClosed] after
+// Close (also for a Do still waiting when Close is called).
+func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) (err error) {
 	if fn == nil {
 		return errors.New("pgnotify: Do: nil function")
 	}
@@ -376,11 +450,26 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 		}
 		return ctx.Err()
 	}
+	// A request this goroutine makes on conn from inside fn would wait
+	// for fn to return: lookup refuses it.
+	w.mu.Lock()
+	w.borrower = goid()
+	w.mu.Unlock()
 	defer func() {
+		w.mu.Lock()
+		w.borrower = 0
+		w.mu.Unlock()
 		close(r.released)
 		// Return once what fn received is pending (or the Dead event is
 		// queued), so the caller's next Next or Drain sees it.
 		<-r.settled
+		switch {
+		case r.afterErr == nil:
+		case err == nil:
+			err = r.afterErr
+		default:
+			err = errors.Join(err, r.afterErr)
+		}
 	}()
 	r.fnErr = fn(conn)
 	return r.fnErr
@@ -401,6 +490,20 @@ func (m *Manager) Unlisten(ctx context.Context, conn *pgx.Conn, channels ...stri
 	return m.changeChannels(ctx, conn, channels, false)
 }
 
+// UnlistenAll makes conn, a member, stop listening on every channel (UNLISTEN
+// *), and records that for recovery: a recovered connection listens on
+// nothing until [Manager.Listen]. It behaves like [Manager.Listen]. An
+// UNLISTEN * run inside [Manager.Do] is not tracked; use this instead.
+func (m *Manager) UnlistenAll(ctx context.Context, conn *pgx.Conn) error {
+	return m.channelCommand(ctx, conn, func(qctx context.Context, c *pgx.Conn, tracked map[string]struct{}) error {
+		if err := UnlistenAll(qctx, c); err != nil {
+			return err
+		}
+		clear(tracked)
+		return nil
+	})
+}
+
 func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels []string, listen bool) error {
 	for _, c := range channels {
 		if err := ValidateChannel(c); err != nil {
@@ -408,15 +511,9 @@ func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels [
 		}
 	}
 	if len(channels) == 0 {
-		return nil
+		return m.checkOpen()
 	}
-	w, err := m.lookup(conn)
-	if err != nil {
-		return err
-	}
-	return m.Do(ctx, conn, func(c *pgx.Conn) error {
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
-		defer cancel()
+	return m.channelCommand(ctx, conn, func(qctx context.Context, c *pgx.Conn, tracked map[string]struct{}) error {
 		var err error
 		if listen {
 			err = Listen(qctx, c, channels...)
@@ -426,14 +523,37 @@ func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels [
 		if err != nil {
 			return err
 		}
-		w.mu.Lock()
 		for _, ch := range channels {
 			if listen {
-				w.channels[ch] = struct{}{}
+				tracked[ch] = struct{}{}
 			} else {
-				delete(w.channels, ch)
+				delete(tracked, ch)
 			}
 		}
+		return nil
+	})
+}
+
+// channelCommand runs cmd on conn, a member, as a Do would, under a context
+// of its own: once on the wire it runs to completion (within the
+// round-trip timeout), so cancelling ctx never closes the connection. cmd
+// updates the tracked channel set, under the member's lock, on success.
+func (m *Manager) channelCommand(ctx context.Context, conn *pgx.Conn, cmd func(context.Context, *pgx.Conn, map[string]struct{}) error) error {
+	w, err := m.lookup(conn)
+	if err != nil {
+		return err
+	}
+	return m.Do(ctx, conn, func(c *pgx.Conn) error {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
+		defer cancel()
+		w.mu.Lock()
+		tracked := maps.Clone(w.channels)
+		w.mu.Unlock()
+		if err := cmd(qctx, c, tracked); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		w.channels = tracked
 		w.mu.Unlock()
 		return nil
 	})
@@ -469,7 +589,7 @@ func (m *Manager) popLocked() (Event, bool) {
 		w := e.w
 		w.mu.Lock()
 		if n := len(w.pending); n > 0 {
-			k := min(n, m.cfg.maxPending)
+			k, size := m.cut(w.pending, w.pendingBytes)
 			// The caller owns the batch: cap it so that an append to it
 			// can't write over what the waiter appends to pending.
 			batch := w.pending[:k:k]
@@ -478,11 +598,14 @@ func (m *Manager) popLocked() (Event, bool) {
 			} else {
 				w.pending = w.pending[k:]
 			}
+			w.pendingBytes -= size
 			again := len(w.pending) > 0 || w.state == stateDead
 			w.queued = again
 			w.mu.Unlock()
 			if again {
 				m.ready.push(e)
+			} else {
+				m.dropRemovedLocked(w)
 			}
 			w.roomFreed()
 			m.stats.batches.Add(1)
@@ -515,22 +638,49 @@ func (m *Manager) collectLocked() []Event {
 		}
 		w := e.w
 		w.mu.Lock()
-		ns := w.pending
-		w.pending = nil
+		ns, size := w.pending, w.pendingBytes
+		w.pending, w.pendingBytes = nil, 0
 		w.queued = false
 		dead := w.state == stateDead
 		w.mu.Unlock()
 		w.roomFreed()
+		m.dropRemovedLocked(w)
 		for len(ns) > 0 {
-			k := min(len(ns), m.cfg.maxPending)
+			k, kb := m.cut(ns, size)
 			evs = append(evs, Event{Kind: Batch, Conn: w.conn, Notifications: ns[:k:k]})
-			ns = ns[k:]
+			ns, size = ns[k:], size-kb
 			m.stats.batches.Add(1)
 			m.stats.notifications.Add(uint64(k))
 		}
 		if dead {
 			evs = append(evs, m.buryLocked(w))
 		}
+	}
+}
+
+// cut returns how many of ns, whose size is size, make the next batch, and
+// their size: at most the pending bound in number and in bytes, and at
+// least one.
+func (m *Manager) cut(ns []*Notification, size int) (k, kb int) {
+	k = min(len(ns), m.cfg.maxPending)
+	if k == len(ns) && size <= m.cfg.maxBytes {
+		return k, size
+	}
+	for i, x := range ns[:k] {
+		s := notificationOverhead + len(x.Channel) + len(x.Payload)
+		if i > 0 && kb+s > m.cfg.maxBytes {
+			return i, kb
+		}
+		kb += s
+	}
+	return k, kb
+}
+
+// dropRemovedLocked forgets a removed member once everything it held is
+// taken. Must be called with m.mu held.
+func (m *Manager) dropRemovedLocked(w *member) {
+	if m.removed[w.conn] == w {
+		delete(m.removed, w.conn)
 	}
 }
 
@@ -575,8 +725,16 @@ func (m *Manager) emptyLocked() bool {
 // Next returns io.EOF (unwrapped) when the set is empty and nothing is
 // pending, and at the end of each drain pass when the timeout is 0;
 // [ErrClosed] after Close; ctx's error when ctx ends first. Call it from
-// one goroutine at a time.
+// one goroutine at a time: a Next, Events or Drain called while another is
+// running returns an error at once.
 func (m *Manager) Next(ctx context.Context) (Event, error) {
+	if m.signal == nil {
+		return Event{}, errNotNew
+	}
+	if !m.consuming.CompareAndSwap(false, true) {
+		return Event{}, errConcurrentNext
+	}
+	defer m.consuming.Store(false)
 	d := m.Timeout()
 	if d == 0 {
 		return m.nextInPass(ctx)
@@ -726,6 +884,13 @@ func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 // the round trips finish in the background and what they bring stays
 // pending. Drain is the consumer's, like Next.
 func (m *Manager) Drain(ctx context.Context) ([]Event, error) {
+	if m.signal == nil {
+		return nil, errNotNew
+	}
+	if !m.consuming.CompareAndSwap(false, true) {
+		return nil, errConcurrentNext
+	}
+	defer m.consuming.Store(false)
 	var out []Event
 	m.mu.Lock()
 	stale := m.pass != nil
@@ -759,11 +924,23 @@ func (m *Manager) endPass(p *pass) []Event {
 }
 
 // Close stops every waiter and closes every connection in the set and in
-// the garbage set. After Close every method returns [ErrClosed]. If ctx
-// ends before the waiters have stopped, their sockets are closed under them
-// and Close returns ctx's error once they are gone. Calling Close again
-// returns nil.
+// the garbage set; a connection a Remove is taking back stays the caller's.
+// After Close every method returns [ErrClosed], and a request still waiting
+// for its member (a Do, a Listen) returns ErrClosed too. Calling Close
+// again returns nil.
+//
+// Close waits for the waiters to stop and for automatic reconnects in
+// progress to give up, until ctx ends. It never waits for a [Manager.Do]
+// function: a member lent to one is closed by its waiter when the function
+// returns, after Close has returned (so Close may be called from inside a
+// Do function). If ctx ends first, the sockets of the members still
+// stopping are closed under them, Close returns ctx's error, and what it
+// could not stop — a reconnect whose dial ignores its context — finishes in
+// the background: a connection it then makes is closed, not added.
 func (m *Manager) Close(ctx context.Context) error {
+	if m.signal == nil {
+		return errNotNew
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -779,20 +956,44 @@ func (m *Manager) Close(ctx context.Context) error {
 	close(m.closedCh)
 	m.cancel()
 
+	// stopping are the members Close waits for; ours those whose
+	// connection it closes (not one a Remove is taking back).
+	var stopping, ours []*member
 	for _, w := range ws {
-		// A member a Remove is already taking back stays the caller's.
-		w.requestStop(true)
+		lent, mine := w.stopForClose()
+		if !lent {
+			stopping = append(stopping, w)
+			if mine {
+				ours = append(ours, w)
+			}
+		} else if l := m.cfg.logger; l != nil {
+			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", w.conn.PgConn().PID())
+		}
 	}
 	var err error
-	done := waitDone(&m.wg)
-	select {
-	case <-done:
-	case <-ctx.Done():
+	for _, w := range stopping {
+		select {
+		case <-w.exited:
+			continue
+		case <-ctx.Done():
+		}
 		err = ctx.Err()
-		for _, w := range ws {
+		// Out of time: a stopping waiter is in a round trip of its own
+		// timeout. Closing its socket ends that at once.
+		for _, w := range ours {
 			w.netConn.Close()
 		}
-		<-done
+		for _, w := range stopping {
+			<-w.exited
+		}
+		break
+	}
+	if err == nil {
+		select {
+		case <-waitDone(&m.wg):
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

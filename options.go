@@ -10,6 +10,9 @@ const (
 	defaultHealthEvery   = 30 * time.Second
 	defaultHealthTimeout = 10 * time.Second
 	defaultMaxPending    = 2048
+	// defaultMaxPendingBytes is a few MiB: 2048 notifications of a few
+	// hundred bytes, or about 500 of the largest payloads.
+	defaultMaxPendingBytes = 4 << 20
 	// roundTripTimeout bounds a round trip the manager makes on the
 	// application's behalf (Add's channel query, a drain pass, Listen) when
 	// health checks are off and so give no timeout of their own.
@@ -31,6 +34,7 @@ type config struct {
 	healthEvery   time.Duration
 	healthTimeout time.Duration
 	maxPending    int
+	maxBytes      int
 	logger        *slog.Logger
 }
 
@@ -40,6 +44,7 @@ func newConfig(opts []Option) config {
 		healthEvery:   defaultHealthEvery,
 		healthTimeout: defaultHealthTimeout,
 		maxPending:    defaultMaxPending,
+		maxBytes:      defaultMaxPendingBytes,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -122,6 +127,29 @@ func WithMaxPending(n int) Option {
 	return func(c *config) {
 		if n > 0 {
 			c.maxPending = n
+		}
+	}
+}
+
+// WithMaxPendingBytes bounds the bytes of notifications (channel and
+// payload, plus a fixed 48 per notification for its header) each member
+// holds for the consumer, as [WithMaxPending] bounds their number: the
+// waiter stops reading once either bound is reached, and a [Batch] holds at
+// most n bytes (or one notification, if a single one is larger). The
+// default is 4 MiB per member; n <= 0 keeps the default.
+//
+// Both bounds hold for what the waiter reads. A round trip the manager
+// makes — a drain pass, [Manager.Do], [Manager.Listen], a health ping —
+// reads up to the server's ReadyForQuery, so it takes in every notification
+// the server had queued for that session, whatever the bounds: for a
+// member whose consumer has fallen behind, that is its whole backlog in the
+// server's queue. The waiter then reads nothing more until the consumer has
+// taken the member below both bounds. [Stats] reports the largest pending
+// set seen (PendingPeak, PendingBytesPeak).
+func WithMaxPendingBytes(n int) Option {
+	return func(c *config) {
+		if n > 0 {
+			c.maxBytes = n
 		}
 	}
 }

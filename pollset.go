@@ -1,11 +1,14 @@
 package pgnotify
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,8 +41,26 @@ const (
 // without returning an error.
 var errClosedInDo = errors.New("pgnotify: connection closed inside Do")
 
+// errTxLeftOpen is why Do failed when its function left a transaction
+// open: a session in a transaction receives no notification.
+var errTxLeftOpen = errors.New("pgnotify: Do: fn left the connection in a transaction")
+
 // pastDeadline interrupts a read at once.
 var pastDeadline = time.Unix(1, 0)
+
+// notificationOverhead is what a notification costs beyond its channel and
+// payload bytes, counted against WithMaxPendingBytes: the struct and its
+// pointer, rounded up.
+const notificationOverhead = 48
+
+// sizeOf returns the bytes ns count for against WithMaxPendingBytes.
+func sizeOf(ns []*Notification) int {
+	n := 0
+	for _, x := range ns {
+		n += notificationOverhead + len(x.Channel) + len(x.Payload)
+	}
+	return n
+}
 
 // member is one managed connection and its waiter.
 type member struct {
@@ -53,17 +74,21 @@ type member struct {
 	exited chan struct{} // closed when the waiter returns
 	wake   chan struct{} // cap 1: a parked waiter has room again, or a request
 
-	mu       sync.Mutex
-	pending  []*Notification // received, not yet taken by the consumer
-	queued   bool            // an entry for this member is in m.ready (or being pushed)
-	waiting  bool            // the waiter is inside pgx reading: interrupt through the deadline
-	interr   bool            // a request moved the deadline to the past
-	reqs     []*request
-	stop     bool // Remove or Close asked the waiter to return
-	closeOut bool // close the connection when the waiter returns (a Remove gave up)
-	state    memberState
-	cause    error               // why it died (stateDead)
-	channels map[string]struct{} // tracked LISTEN set, for Garbage and Recover
+	mu           sync.Mutex
+	pending      []*Notification // received, not yet taken by the consumer
+	pendingBytes int             // sizeOf(pending)
+	queued       bool            // an entry for this member is in m.ready (or being pushed)
+	waiting      bool            // the waiter is inside pgx reading: interrupt through the deadline
+	interr       bool            // a request moved the deadline to the past
+	lent         bool            // the waiter is serving a Do: the connection may be with its function
+	borrower     uint64          // goroutine id of the Do caller running its function; 0 if none
+	reqs         []*request
+	stop         bool // Remove or Close asked the waiter to return
+	closing      bool // Close stopped it: requests fail with ErrClosed
+	closeOut     bool // close the connection when the waiter returns (Close, or a Remove gave up)
+	state        memberState
+	cause        error               // why it died (stateDead)
+	channels     map[string]struct{} // tracked LISTEN set, for Garbage and Recover
 }
 
 func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notification) *member {
@@ -76,6 +101,7 @@ func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notific
 		pending:  pending,
 		channels: make(map[string]struct{}, len(channels)),
 	}
+	w.pendingBytes = sizeOf(pending)
 	for _, c := range channels {
 		w.channels[c] = struct{}{}
 	}
@@ -83,8 +109,9 @@ func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notific
 }
 
 // start launches the waiter. The member must be in m.members already.
+// Close waits for a waiter through exited, not m.wg: it must not wait for
+// one whose connection is lent to a Do.
 func (w *member) start() {
-	w.m.wg.Add(1)
 	go w.run()
 }
 
@@ -117,6 +144,7 @@ type request struct {
 	released chan struct{}
 	fnErr    error         // written by the caller before it closes released
 	settled  chan struct{} // closed once what fn left in pgx's buffer is published
+	afterErr error         // written by the waiter before it closes settled: what it had to undo
 }
 
 func newRequest(kind requestKind) *request {
@@ -161,6 +189,8 @@ func (w *member) unusableLocked() error {
 	switch {
 	case w.state == stateDead:
 		return &deadError{cause: w.cause}
+	case w.closing:
+		return ErrClosed
 	case w.state == stateRemoved || w.stop:
 		return ErrNotManaged
 	}
@@ -197,14 +227,16 @@ const (
 // run is the waiter: the only goroutine that uses w.conn, except a caller
 // of Do while the connection is lent to it.
 func (w *member) run() {
-	defer w.m.wg.Done()
 	defer close(w.exited)
 
 	var (
 		maxPending = w.m.cfg.maxPending
+		maxBytes   = w.m.cfg.maxBytes
 		every      = w.m.cfg.healthEvery
 		burst      []*Notification // read since the last publish; reused
+		burstBytes int             // sizeOf(burst)
 		room       int             // what pending may still take
+		byteRoom   int             // the bytes pending may still take
 		armed      time.Time       // read deadline in force; zero: none
 		healthAt   time.Time       // when a quiet connection is pinged
 		traffic    bool            // something arrived since healthAt was set
@@ -235,11 +267,16 @@ func (w *member) run() {
 				clear(burst)
 				burst = burst[:0]
 			}
+			w.pendingBytes += burstBytes
+			burstBytes = 0
+			w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
 			traffic = true
 			push = w.markQueuedLocked()
 		}
 		room = maxPending - len(w.pending)
+		byteRoom = maxBytes - w.pendingBytes
 		w.waiting = false
+		w.lent = false
 		if w.interr {
 			// A request moved the deadline, maybe after the read had
 			// already returned: armed no longer says what is in force.
@@ -253,7 +290,8 @@ func (w *member) run() {
 			act, req = actServe, w.reqs[0]
 			w.reqs[0] = nil
 			w.reqs = w.reqs[1:]
-		case len(w.pending) >= maxPending:
+			w.lent = req.kind == reqHandover
+		case room <= 0 || byteRoom <= 0:
 			act = actPark
 		case pingDue:
 			act = actPing
@@ -308,9 +346,10 @@ func (w *member) run() {
 		n, err := w.conn.WaitForNotification(context.Background())
 		if n != nil {
 			burst = append(burst, n)
-			if err == nil && room > 1 && w.conn.PgConn().Frontend().ReadBufferLen() > 0 {
+			burstBytes += notificationOverhead + len(n.Channel) + len(n.Payload)
+			if err == nil && room > 1 && burstBytes < byteRoom && w.conn.PgConn().Frontend().ReadBufferLen() > 0 {
 				armed = pastDeadline
-				err = w.readBurst(&burst, room)
+				err = w.readBurst(&burst, &burstBytes, room, byteRoom)
 			}
 		}
 		if err == nil {
@@ -340,17 +379,37 @@ func (w *member) run() {
 	}
 }
 
+// goid returns the calling goroutine's id, read from its stack header. The
+// runtime offers no other way to tell that a request on a lent member comes
+// from inside the Do function holding it, which would wait for itself
+// forever. It is called once per Do, and per request only while a member is
+// lent.
+func goid() uint64 {
+	var buf [64]byte
+	b := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
+	var id uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
+}
+
 // readBurst takes the notifications already in pgx's read buffer, up to
-// room in all, without a lock or a wake-up per notification. The past
-// deadline makes the read that would block, on a partial message or on one
-// that is not a notification, fail at once instead, so a burst is never
-// held back unpublished. It returns a read error other than that timeout.
-func (w *member) readBurst(burst *[]*Notification, room int) error {
+// room in all and until size reaches byteRoom, without a lock or a wake-up
+// per notification. The past deadline makes the read that would block, on a
+// partial message or on one that is not a notification, fail at once
+// instead, so a burst is never held back unpublished. It returns a read
+// error other than that timeout.
+func (w *member) readBurst(burst *[]*Notification, size *int, room, byteRoom int) error {
 	w.netConn.SetReadDeadline(pastDeadline)
-	for len(*burst) < room {
+	for len(*burst) < room && *size < byteRoom {
 		n, err := w.conn.WaitForNotification(context.Background())
 		if n != nil {
 			*burst = append(*burst, n)
+			*size += notificationOverhead + len(n.Channel) + len(n.Payload)
 		}
 		if err != nil {
 			if pgconn.Timeout(err) && !w.conn.IsClosed() {
@@ -392,6 +451,8 @@ func (w *member) publish(ns []*Notification) {
 	}
 	w.mu.Lock()
 	w.pending = append(w.pending, ns...)
+	w.pendingBytes += sizeOf(ns)
+	w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
 	push := w.markQueuedLocked()
 	w.mu.Unlock()
 	if push {
@@ -409,12 +470,14 @@ func (w *member) serve(r *request) bool {
 		r.done <- nil
 		<-r.released
 		defer close(r.settled)
+		if !w.conn.IsClosed() {
+			if s := w.conn.PgConn().TxStatus(); s != 'I' {
+				r.afterErr = w.rollback(s)
+			}
+		}
 		w.publish(popBuffered(w.conn, nil))
 		if w.conn.IsClosed() {
-			cause := r.fnErr
-			if cause == nil {
-				cause = errClosedInDo
-			}
+			cause := cmp.Or(r.fnErr, r.afterErr, errClosedInDo)
 			w.die(cause, nil)
 			return false
 		}
@@ -451,6 +514,21 @@ func (w *member) roundTrip(health bool) bool {
 	return false
 }
 
+// rollback ends the transaction a Do function left open (status s), which
+// would keep the member deaf: a session in a transaction receives no
+// notification until it ends, while health pings still pass. It returns the
+// error Do reports; if the ROLLBACK fails the connection is closed, and the
+// member dies of that error.
+func (w *member) rollback(s byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
+	defer cancel()
+	if _, err := w.conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+		w.closeConn()
+		return fmt.Errorf("%w (status %q), and the ROLLBACK failed: %w", errTxLeftOpen, s, err)
+	}
+	return fmt.Errorf("%w (status %q); it was rolled back", errTxLeftOpen, s)
+}
+
 // closeConn closes a connection the waiter owns, without waiting on a dead
 // peer for long.
 func (w *member) closeConn() {
@@ -467,6 +545,7 @@ func (w *member) die(cause error, last []*Notification) {
 	w.mu.Lock()
 	w.pending = append(w.pending, last...)
 	w.pending = append(w.pending, ns...)
+	w.pendingBytes += sizeOf(last) + sizeOf(ns)
 	w.state = stateDead
 	w.cause = cause
 	w.waiting = false
@@ -491,15 +570,20 @@ func (w *member) finish() {
 	ns := popBuffered(w.conn, nil)
 	w.mu.Lock()
 	w.pending = append(w.pending, ns...)
+	w.pendingBytes += sizeOf(ns)
 	w.state = stateRemoved
 	w.waiting = false
 	reqs := w.reqs
 	w.reqs = nil
 	closeOut := w.closeOut
+	reqErr := ErrNotManaged
+	if w.closing {
+		reqErr = ErrClosed
+	}
 	push := len(w.pending) > 0 && w.markQueuedLocked()
 	w.mu.Unlock()
 	for _, r := range reqs {
-		r.fail(ErrNotManaged)
+		r.fail(reqErr)
 	}
 	if closeOut {
 		w.closeConn()
@@ -510,17 +594,36 @@ func (w *member) finish() {
 	w.m.forget(w)
 }
 
-// requestStop asks the waiter to return; closing says the manager is
-// closing, so the connection is closed rather than handed back. A member
-// already being removed is left to its Remove.
-func (w *member) requestStop(closing bool) {
+// requestStop asks the waiter to return (for Remove).
+func (w *member) requestStop() {
+	w.mu.Lock()
+	w.stop = true
+	w.interruptLocked()
+	w.mu.Unlock()
+}
+
+// stopForClose asks the waiter to return and close the connection, unless a
+// Remove is already taking it back, and fails the queued requests with
+// ErrClosed at once: the waiter may be lent to a Do whose function runs for
+// long. It reports whether the connection is lent (Close does not wait for
+// such a member; its waiter closes the connection when the function
+// returns) and whether the connection is Close's to close.
+func (w *member) stopForClose() (lent, ours bool) {
 	w.mu.Lock()
 	if !w.stop {
 		w.stop = true
-		w.closeOut = closing
+		w.closeOut = true
 	}
+	w.closing = true
+	lent, ours = w.lent, w.closeOut
+	reqs := w.reqs
+	w.reqs = nil
 	w.interruptLocked()
 	w.mu.Unlock()
+	for _, r := range reqs {
+		r.fail(ErrClosed)
+	}
+	return lent, ours
 }
 
 // roomFreed wakes a waiter parked on a full buffer.

@@ -1,9 +1,14 @@
 package pgnotify
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,7 +18,7 @@ import (
 
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{
-		Batch: "Batch", Idle: "Idle", Dead: "Dead", Recovered: "Recovered",
+		Batch: "Batch", Idle: "Idle", Dead: "Dead", Recovered: "Recovered", Lagged: "Lagged",
 		0: "Kind(0)", 9: "Kind(9)",
 	} {
 		assert.Equal(t, want, k.String())
@@ -84,6 +89,53 @@ func TestCauseClass(t *testing.T) {
 	} {
 		assert.Equal(t, want, causeClass(err))
 	}
+}
+
+// TestCauseClassByWhatHappened: one class per kind of failure, whoever met
+// it. A cut in a simple-protocol query reaches the member as pgx's
+// ErrConnClosed; a stall is a timeout whether a health ping or a drain pass
+// met it.
+func TestCauseClassByWhatHappened(t *testing.T) {
+	stall := &net.OpError{Op: "read", Err: os.ErrDeadlineExceeded}
+	for name, c := range map[string]struct {
+		err  error
+		want string
+	}{
+		"cut in a simple-protocol query": {fmt.Errorf("query: %w", pgconn.ErrConnClosed), "network"},
+		"health ping met a reset":        {fmt.Errorf("%w: %w", errHealth, syscall.ECONNRESET), "network"},
+		"health ping met a cut":          {fmt.Errorf("%w: %w", errHealth, pgconn.ErrConnClosed), "network"},
+		"health ping timed out":          {fmt.Errorf("%w: %w", errHealth, context.DeadlineExceeded), "health"},
+		"drain round trip timed out":     {fmt.Errorf("ping: %w", context.DeadlineExceeded), "health"},
+		"server FATAL in a health ping":  {fmt.Errorf("%w: %w", errHealth, &pgconn.PgError{Code: "57P01"}), "57P01"},
+		"socket error":                   {stall, "network"},
+	} {
+		assert.Equal(t, c.want, causeClass(c.err), name)
+	}
+}
+
+func TestCutBatches(t *testing.T) {
+	m := &Manager{cfg: newConfig([]Option{WithMaxPending(3), WithMaxPendingBytes(3 * (notificationOverhead + 10))})}
+	small := &Notification{Channel: "c", Payload: "123456789"} // 10 bytes + overhead
+	big := &Notification{Channel: "c", Payload: strings.Repeat("x", 500)}
+	ns := []*Notification{small, small, small, small}
+	k, kb := m.cut(ns, sizeOf(ns))
+	assert.Equal(t, 3, k, "the count bound")
+	assert.Equal(t, sizeOf(ns[:3]), kb)
+	ns = []*Notification{small, big, small}
+	k, kb = m.cut(ns, sizeOf(ns))
+	assert.Equal(t, 1, k, "the byte bound stops before the big one")
+	assert.Equal(t, sizeOf(ns[:1]), kb)
+	k, _ = m.cut(ns[1:], sizeOf(ns[1:]))
+	assert.Equal(t, 1, k, "one notification larger than the bound is a batch of its own")
+}
+
+func TestGoid(t *testing.T) {
+	me := goid()
+	assert.NotZero(t, me)
+	assert.Equal(t, me, goid())
+	other := make(chan uint64)
+	go func() { other <- goid() }()
+	assert.NotEqual(t, me, <-other)
 }
 
 func TestOptionsDefaultsAndZeroValues(t *testing.T) {

@@ -47,6 +47,9 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 // claimGarbage marks every garbage entry not already being recovered as
 // being recovered, and returns them.
 func (m *Manager) claimGarbage() ([]Garbage, error) {
+	if m.signal == nil {
+		return nil, errNotNew
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

@@ -18,10 +18,16 @@ type Stats struct {
 	Batches       uint64 // Batch events yielded
 	IdleTicks     uint64 // Idle events yielded
 	Deaths        uint64 // Dead events yielded
-	// DeathsByCause splits Deaths by cause: the server's SQLSTATE (such as
-	// "57P01" for pg_terminate_backend), "health" for a failed or slow
-	// ping, "network" for a socket error or EOF, "closed" for a connection
-	// closed inside Do, or "other".
+	// DeathsByCause splits Deaths by cause, the same whichever round trip
+	// or read met it: the server's SQLSTATE when it sent an error (such as
+	// "57P01" for pg_terminate_backend or an admin shutdown); "health" when
+	// the server stopped answering, a round trip the manager made (health
+	// ping, drain pass, Listen, Add's query) getting no reply within the
+	// health-check timeout; "network" for a socket error, EOF, or a
+	// connection pgx found closed (pgconn.ErrConnClosed, as after a cut in
+	// the middle of a query); "closed" for a connection a Do function closed
+	// without an error of its own; else "other" (such as the error a Do
+	// function returned when it closed the connection).
 	DeathsByCause     map[string]uint64
 	Recoveries        uint64 // Recovered events queued
 	ReconnectAttempts uint64 // dials made by Recover and WithReconnect
@@ -31,6 +37,12 @@ type Stats struct {
 	Garbage           int    // dead connections held
 	Recovering        int    // dead connections being replaced
 	Pending           int    // notifications received and not yet yielded
+	PendingBytes      int    // their size, as WithMaxPendingBytes counts it
+	// PendingPeak and PendingBytesPeak are the most one member has held at
+	// once since NewManager. Above the bounds, they show what round trips
+	// pulled in (see WithMaxPendingBytes).
+	PendingPeak      int
+	PendingBytesPeak int
 }
 
 // counters are updated without the manager's lock.
@@ -38,6 +50,23 @@ type counters struct {
 	notifications, batches, idle   atomic.Uint64
 	recoveries, attempts, failures atomic.Uint64
 	pings                          atomic.Uint64
+	peakPending, peakBytes         atomic.Int64
+}
+
+// raisePeak records a member's pending set of n notifications and size
+// bytes if it is the largest seen. The loads are all a steady stream costs.
+func (c *counters) raisePeak(n, size int) {
+	raise(&c.peakPending, int64(n))
+	raise(&c.peakBytes, int64(size))
+}
+
+func raise(a *atomic.Int64, v int64) {
+	for {
+		old := a.Load()
+		if v <= old || a.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
 
 // Stats returns the manager's counters. It is safe from any goroutine.
@@ -50,11 +79,16 @@ func (m *Manager) Stats() Stats {
 		ReconnectAttempts: m.stats.attempts.Load(),
 		ReconnectFailures: m.stats.failures.Load(),
 		HealthChecks:      m.stats.pings.Load(),
+		PendingPeak:       int(m.stats.peakPending.Load()),
+		PendingBytesPeak:  int(m.stats.peakBytes.Load()),
 		DeathsByCause:     map[string]uint64{},
 	}
 	m.mu.Lock()
-	ws := make([]*member, 0, len(m.members))
+	ws := make([]*member, 0, len(m.members)+len(m.removed))
 	for _, w := range m.members {
+		ws = append(ws, w)
+	}
+	for _, w := range m.removed {
 		ws = append(ws, w)
 	}
 	for cause, n := range m.deaths {
@@ -67,6 +101,7 @@ func (m *Manager) Stats() Stats {
 	for _, w := range ws {
 		w.mu.Lock()
 		s.Pending += len(w.pending)
+		s.PendingBytes += w.pendingBytes
 		if w.state == stateLive && !w.stop {
 			s.Members++
 		}
@@ -75,22 +110,28 @@ func (m *Manager) Stats() Stats {
 	return s
 }
 
-// errHealth marks a death found by a health ping.
+// errHealth marks a death found by a health ping. Its class is that of
+// what the ping met (see causeClass).
 var errHealth = errors.New("pgnotify: health check failed")
 
-// causeClass names the kind of a cause of death, for Stats.
+// causeClass names the kind of a cause of death, for Stats. A cause is
+// classed by what happened, not by who was asking: a stall is "health"
+// whether a health ping or a drain pass met it, and a cut is "network"
+// whether it came as a socket error or as pgx's ErrConnClosed.
 func causeClass(err error) string {
 	var pgErr *pgconn.PgError
 	var netErr net.Error
 	switch {
 	case errors.As(err, &pgErr):
 		return pgErr.Code
-	case errors.Is(err, errHealth):
-		return "health"
 	case errors.Is(err, errClosedInDo):
 		return "closed"
-	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded), isEOF(err):
+	case pgconn.Timeout(err), errors.Is(err, context.DeadlineExceeded):
+		return "health"
+	case errors.As(err, &netErr), isEOF(err), errors.Is(err, pgconn.ErrConnClosed):
 		return "network"
+	case errors.Is(err, errHealth):
+		return "health"
 	}
 	return "other"
 }

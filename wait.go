@@ -44,6 +44,10 @@ import (
 // nothing running.
 func Wait(ctx context.Context, conn *pgx.Conn, timeout time.Duration) iter.Seq2[*Notification, error] {
 	return func(yield func(*Notification, error) bool) {
+		if conn == nil {
+			yield(nil, errNilConn)
+			return
+		}
 		if err := ctx.Err(); err != nil {
 			yield(nil, err)
 			return

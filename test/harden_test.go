@@ -392,3 +392,38 @@ func TestManagerUnlistenAllTracked(t *testing.T) {
 	require.Len(t, g, 1)
 	assert.Equal(t, []string{"ua3"}, g[0].Channels)
 }
+
+// Item 13: a death is classed by what happened, whoever met it: a cut in
+// the middle of a simple-protocol query is "network" (pgx reports it as
+// pgconn.ErrConnClosed), a drain round trip that gets no answer is
+// "health", as a health ping's would be.
+func TestDeathCauseOneClassification(t *testing.T) {
+	ctx := testContext(t)
+
+	t.Run("cut during a simple-protocol query", func(t *testing.T) {
+		p := newProxy(t)
+		c, link := proxied(t, p, "cause")
+		m := newManager(t)
+		require.NoError(t, m.Add(ctx, c))
+		err := m.Do(ctx, c, func(c *pgx.Conn) error {
+			link.Cut()
+			_, err := c.Exec(ctx, "SELECT 1", pgx.QueryExecModeSimpleProtocol)
+			return err
+		})
+		require.Error(t, err)
+		ev := untilKind(t, ctx, m, pgnotify.Dead)
+		assert.Equal(t, "network", causeOf(m), "%v", ev.Err)
+	})
+
+	t.Run("drain round trip on a stalled server", func(t *testing.T) {
+		c := listener(t, "cause")
+		m := newManager(t, pgnotify.WithHealthCheck(time.Hour, 300*time.Millisecond))
+		require.NoError(t, m.Add(ctx, c))
+		freeze(t, c.PgConn().PID())
+		evs, err := m.Drain(ctx)
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
+		require.Equal(t, pgnotify.Dead, evs[0].Kind)
+		assert.Equal(t, "health", causeOf(m), "%v", evs[0].Err)
+	})
+}

@@ -25,11 +25,16 @@
 // A connection added to a [Manager] belongs to it: one waiter goroutine per
 // connection reads from it, and nothing else may touch it until
 // [Manager.Remove] returns it. To run queries on a member, lend it to a
-// function with [Manager.Do]; change its channels with [Manager.Listen] and
-// [Manager.Unlisten], so that recovery knows them. The consumer, one
-// goroutine at a time, calls [Manager.Next], [Manager.Events] or
-// [Manager.Drain]; every other method is safe from any goroutine, also
-// while Next is blocked.
+// function with [Manager.Do]; change its channels with [Manager.Listen],
+// [Manager.Unlisten] and [Manager.UnlistenAll], so that recovery knows them.
+// A Do function gets the connection for itself: it must leave it outside a
+// transaction (Do rolls back one left open, and says so), and inside it
+// the manager refuses requests for that same connection rather than wait
+// for itself. The consumer, one goroutine at a time, calls [Manager.Next],
+// [Manager.Events] or [Manager.Drain] (a second goroutine gets an error);
+// every other method is safe from any goroutine, also while Next is
+// blocked. [Manager.Close] returns by its context's end and never waits for
+// a Do function: a lent connection is closed when the function returns.
 //
 // # Timeouts and drain
 //
@@ -56,8 +61,10 @@
 // Recovered is the gap signal, the moment to resynchronise from the
 // application's own tables.
 //
-// [Manager.Stats] counts what happened (deaths by cause, recoveries, failed
-// reconnect attempts, health pings) and reports the pending depth.
+// A request on a member that died returns an error matching [ErrDead] that
+// unwraps to the cause. [Manager.Stats] counts what happened (deaths by
+// cause, recoveries, failed reconnect attempts, health pings) and reports
+// the pending depth.
 //
 // # Health
 //
@@ -68,9 +75,13 @@
 //
 // # Backpressure
 //
-// Each member holds at most [WithMaxPending] notifications for the
-// consumer. When its buffer is full its waiter stops reading: TCP pushes
-// back, and the server keeps the rest in its notification queue. Nothing
+// Each member holds at most [WithMaxPending] notifications and
+// [WithMaxPendingBytes] bytes for the consumer (2048 and 4 MiB by default).
+// When its buffer is full its waiter stops reading: TCP pushes back, and
+// the server keeps the rest in its notification queue. A round trip the
+// manager makes (drain pass, Do, Listen, health ping) reads up to the
+// server's ReadyForQuery and so may take in more than the bounds, up to the
+// session's whole backlog; it is then yielded in bounded batches. Nothing
 // is dropped and memory stays bounded, but a stalled consumer holds back
 // the server's queue (8 GB, shared by the whole cluster; watch
 // pg_notification_queue_usage()): once it is full, every NOTIFY in the

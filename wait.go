@@ -100,6 +100,11 @@ type socketReader struct {
 
 	mu      sync.Mutex
 	reading bool // inside WaitForNotification
+	// moved says ctx's end moved the deadline during the read. The read
+	// may still return a notification (one pgx had buffered, or data that
+	// arrived as the deadline moved), so the deadline must be cleared
+	// after it whatever it returned.
+	moved bool
 }
 
 func newSocketReader(ctx context.Context, conn *pgx.Conn) *socketReader {
@@ -111,6 +116,7 @@ func newSocketReader(ctx context.Context, conn *pgx.Conn) *socketReader {
 			r.mu.Lock()
 			if r.reading {
 				r.nc.SetReadDeadline(pastDeadline)
+				r.moved = true
 			}
 			r.mu.Unlock()
 		})
@@ -145,10 +151,13 @@ func (r *socketReader) next(ctx context.Context, timeout time.Duration) (n *Noti
 
 	r.mu.Lock()
 	r.reading = false
+	moved := r.moved
+	r.moved = false
 	r.mu.Unlock()
 	timedOut := err != nil && pgconn.Timeout(err) && !r.conn.IsClosed()
-	if timedOut || !deadline.IsZero() {
+	if timedOut || moved || !deadline.IsZero() {
 		// The loop body may use conn next: leave no deadline of ours on it.
+		// Once reading is false the AfterFunc no longer moves it.
 		r.nc.SetReadDeadline(time.Time{})
 	}
 	if !timedOut {

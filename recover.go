@@ -66,7 +66,14 @@ func (m *Manager) claimGarbage() ([]Garbage, error) {
 // caller, or says why not; the caller releases the claim on failure.
 func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, attempt int) error {
 	m.stats.attempts.Add(1)
-	conn, err := m.dialListening(ctx, dial, g)
+	conn, err := m.dialReserved(ctx, dial, g)
+	if err == nil {
+		err = prepareReplacement(ctx, conn, g.Channels)
+		if err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			m.unreserve([]*pgx.Conn{conn})
+		}
+	}
 	if err == nil {
 		// Logged before adopt makes the Recovered event visible, and
 		// outside the manager's lock: a log reader never sees the event
@@ -83,9 +90,12 @@ func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, atte
 	return nil
 }
 
-// dialListening dials a replacement for g and makes it listen on g's
-// channels. On failure the new connection is closed.
-func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
+// dialReserved dials a replacement for g and reserves it as Add does,
+// before anything touches it: a connection that is already a member
+// belongs to its waiter, and one an Add in progress has reserved belongs to
+// that Add, so neither is the DialFunc's to hand over, nor ours to close.
+// The caller releases the reservation: adopt does, or unreserve on failure.
+func (m *Manager) dialReserved(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
 	conn, err := dial(ctx, g)
 	if err != nil {
 		return nil, err
@@ -93,9 +103,15 @@ func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (
 	if conn == nil {
 		return nil, errors.New("DialFunc returned a nil connection")
 	}
-	if err := prepareReplacement(ctx, conn, g.Channels); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
+	if err := m.reserve([]*pgx.Conn{conn}); err != nil {
+		if errors.Is(err, ErrAlreadyAdded) {
+			return nil, fmt.Errorf("DialFunc returned a connection that is a member or being added: %w", ErrAlreadyAdded)
+		}
 		return nil, err
+	}
+	if conn.IsClosed() {
+		m.unreserve([]*pgx.Conn{conn})
+		return nil, errors.New("DialFunc returned a closed connection")
 	}
 	return conn, nil
 }
@@ -122,26 +138,27 @@ func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) 
 	return nil
 }
 
-// adopt adds conn in place of the dead g: the Recovered event is queued
-// before anything the new member receives.
+// adopt adds conn, reserved by the caller, in place of the dead g: the
+// Recovered event is queued before anything the new member receives. conn
+// is closed and unreserved if it is refused.
 func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
 	m.mu.Lock()
 	var refused error
 	switch {
 	case m.closed:
 		refused = ErrClosed
-	case m.members[conn] != nil:
-		m.mu.Unlock()
-		// A member belongs to its waiter: not ours to close.
-		return fmt.Errorf("DialFunc returned a member: %w", ErrAlreadyAdded)
 	case !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }):
 		refused = errors.New("the dead connection was taken with TakeGarbage")
 	}
 	if refused != nil {
 		m.mu.Unlock()
 		conn.Close(context.Background())
+		m.unreserve([]*pgx.Conn{conn})
 		return refused
 	}
+	// From reserved to member in one step, as Add commits: released any
+	// later, the reservation could be another Add's by then.
+	delete(m.adding, conn)
 	delete(m.recovering, g.Conn)
 	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
 	w := newMember(m, conn, g.Channels, popBuffered(conn, nil))

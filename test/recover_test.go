@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,4 +242,88 @@ func TestManagerLogsDeathsAndReconnectsNeverPayloads(t *testing.T) {
 	assert.Contains(t, out, "first attempt refused")
 	assert.Contains(t, out, "connection recovered")
 	assert.NotContains(t, out, "secret payload")
+}
+
+// TestManagerRecoverDialReturningMemberLeavesItAlone is issue 7 item 2: a
+// DialFunc that hands back a live member must not get it LISTENed behind
+// its waiter's back, nor closed: Recover fails for that garbage entry and
+// the member carries on.
+func TestManagerRecoverDialReturningMemberLeavesItAlone(t *testing.T) {
+	ctx := testContext(t)
+	m, old := deadMember(t, ctx, []string{"dupdial"})
+	b := listener(t, "dupdial-b")
+	require.NoError(t, m.Add(ctx, b))
+
+	err := m.Recover(ctx, func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) { return b, nil })
+	require.ErrorIs(t, err, pgnotify.ErrAlreadyAdded)
+	assert.False(t, b.IsClosed(), "the member is not closed")
+	assert.Equal(t, []*pgx.Conn{b}, m.Conns())
+	require.Len(t, m.Garbage(), 1)
+	assert.Equal(t, old, m.Garbage()[0].Conn)
+
+	notify(t, "dupdial-b", "still here")
+	got, other := drainPayloads(t, ctx, m)
+	assert.Empty(t, other, "no Dead event")
+	assert.Equal(t, map[*pgx.Conn][]string{b: {"still here"}}, got)
+}
+
+// gatedConn holds the first Write after hold is set until release is
+// closed, so a test can keep a goroutine inside pgx on the connection.
+type gatedConn struct {
+	net.Conn
+	entered chan struct{} // closed when a held Write begins
+	release chan struct{}
+	hold    atomic.Bool
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if c.hold.CompareAndSwap(true, false) {
+		close(c.entered)
+		<-c.release
+	}
+	return c.Conn.Write(p)
+}
+
+// gatedConnect connects to the test server through a gatedConn.
+func gatedConnect(t testing.TB) (*pgx.Conn, *gatedConn) {
+	t.Helper()
+	g := &gatedConn{entered: make(chan struct{}), release: make(chan struct{})}
+	c := connectConfig(t, func(cfg *pgx.ConnConfig) {
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := new(net.Dialer).DialContext(ctx, network, addr)
+			g.Conn = nc
+			return g, err
+		}
+	})
+	return c, g
+}
+
+// TestManagerRecoverDialReturningConnBeingAdded is issue 7 item 2's second
+// half: a connection reserved by an Add in progress (whose round trip is
+// on the wire) is not the DialFunc's to hand over. Recover must fail for it
+// without touching it, and the Add then succeeds.
+func TestManagerRecoverDialReturningConnBeingAdded(t *testing.T) {
+	ctx := testContext(t)
+	m, old := deadMember(t, ctx, []string{"dupadd"})
+	x, gate := gatedConnect(t)
+	require.NoError(t, pgnotify.Listen(ctx, x, "dupadd-x"))
+
+	gate.hold.Store(true)
+	added := make(chan error, 1)
+	go func() { added <- m.Add(ctx, x) }()
+	<-gate.entered // Add has reserved x and is inside pgx on it
+
+	err := m.Recover(ctx, func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) { return x, nil })
+	close(gate.release)
+	require.ErrorIs(t, err, pgnotify.ErrAlreadyAdded)
+	require.NoError(t, <-added, "the Add in progress is unharmed")
+	assert.False(t, x.IsClosed())
+	assert.Equal(t, []*pgx.Conn{x}, m.Conns())
+	require.Len(t, m.Garbage(), 1)
+	assert.Equal(t, old, m.Garbage()[0].Conn)
+
+	notify(t, "dupadd-x", "added")
+	got, other := drainPayloads(t, ctx, m)
+	assert.Empty(t, other, "no Dead event")
+	assert.Equal(t, map[*pgx.Conn][]string{x: {"added"}}, got)
 }

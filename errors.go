@@ -29,6 +29,13 @@ var (
 	ErrPayloadTooLong = errors.New("pgnotify: payload too long")
 )
 
+// errNotHeard is the cause when a connection's notifications go somewhere
+// other than its own pgx buffer, where pgnotify reads them: its config's
+// OnNotification is set, most often because it was dialled from another
+// connection's Config(), which carries that connection's buffer.
+var errNotHeard = errors.New("pgnotify: the connection's notifications go to its config's OnNotification, " +
+	"not to the connection (dialled from another connection's Config()? set OnNotification to nil in the copy, or use Redial)")
+
 // channelError says which channel name was rejected and why. It unwraps to
 // ErrInvalidChannel.
 type channelError struct {

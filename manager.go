@@ -97,9 +97,14 @@ func (m *Manager) Timeout() time.Duration { return time.Duration(m.timeout.Load(
 // connection whose query is cancelled; Add then returns ctx's error and adds
 // none, and the connections are still the caller's and usable.
 //
-// A connection must keep pgx's default notification handling: one whose
-// config sets OnNotification hands notifications to that callback, and the
-// manager never sees them.
+// A connection must keep pgx's default notification handling, which
+// buffers them in the connection. A config from another connection's
+// Config() carries that connection's buffer in OnNotification: set it to
+// nil in the copy before connecting (or redial with [Redial]). A member
+// whose notification goes to an OnNotification instead dies (a [Dead]
+// event says why) when its waiter reads one; one that a round trip of the
+// manager's reads first (a drain pass, Do, Listen, a health ping) is lost
+// unseen.
 func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	if len(conns) == 0 {
 		return nil
@@ -805,6 +810,6 @@ func (m *Manager) Close(ctx context.Context) error {
 // logDeath reports a death when a logger was given.
 func (m *Manager) logDeath(w *member, cause error) {
 	if l := m.cfg.logger; l != nil {
-		l.Warn("pgnotify: connection died", "pid", w.conn.PgConn().PID(), "err", cause)
+		l.Warn("pgnotify: connection died", append(connAttrs(w.conn, "pid"), "err", cause)...)
 	}
 }

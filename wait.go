@@ -17,8 +17,15 @@ import (
 // (run a query, [Listen] on another channel) between iterations; nothing else
 // may use conn while the iterator is reading. Notifications come in the
 // order the server sent them, including those pgx had already buffered on
-// conn from earlier queries. conn must keep pgx's default notification
-// handling (no OnNotification in its config), which buffers them.
+// conn from earlier queries.
+//
+// conn must keep pgx's default notification handling, which buffers them
+// in conn. A config from another connection's Config() carries that
+// connection's buffer in OnNotification: set it to nil in the copy before
+// connecting, or conn's notifications go to the other connection. When a
+// notification arrives and goes to an OnNotification instead, Wait yields
+// an error saying so and ends, leaving conn open (the round trip of a zero
+// timeout cannot tell).
 //
 // timeout says what happens when nothing arrives:
 //
@@ -161,6 +168,11 @@ func (r *socketReader) next(ctx context.Context, timeout time.Duration) (n *Noti
 		r.nc.SetReadDeadline(time.Time{})
 	}
 	if !timedOut {
+		if n == nil && err == nil {
+			// A notification arrived and went to the config's
+			// OnNotification instead of pgx's buffer.
+			err = errNotHeard
+		}
 		return n, false, err
 	}
 	// pgconn keeps the connection open on a read timeout (and a half-read

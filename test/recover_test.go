@@ -327,3 +327,102 @@ func TestManagerRecoverDialReturningConnBeingAdded(t *testing.T) {
 	assert.Empty(t, other, "no Dead event")
 	assert.Equal(t, map[*pgx.Conn][]string{x: {"added"}}, got)
 }
+
+// connectFrom connects with src's Config() unchanged, the trap of issue 7
+// item 4: the config carries src's notification buffer in OnNotification,
+// so the new connection delivers its notifications into src. It is closed
+// when t ends.
+func connectFrom(t testing.TB, src *pgx.Conn) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, src.Config())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		closeManagers(t)
+		closeConn(t, c)
+	})
+	return c
+}
+
+// TestManagerRecoverRefusesDeafReplacement is issue 7 item 4: a DialFunc
+// that connects with dead.Conn.Config() unchanged gives a connection that
+// hears nothing itself. Recover must refuse it with a clear error, log
+// that, close it, and keep the dead one in the garbage set.
+func TestManagerRecoverRefusesDeafReplacement(t *testing.T) {
+	ctx := testContext(t)
+	var logs syncBuffer
+	m, old := deadMember(t, ctx, []string{"deaf"}, pgnotify.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+
+	var replacement *pgx.Conn
+	err := m.Recover(ctx, func(ctx context.Context, dead pgnotify.Garbage) (*pgx.Conn, error) {
+		c, err := pgx.ConnectConfig(ctx, dead.Conn.Config())
+		replacement = c
+		return c, err
+	})
+	require.ErrorContains(t, err, "did not hear its own NOTIFY")
+	require.ErrorContains(t, err, "OnNotification")
+	require.NotNil(t, replacement)
+	assert.True(t, replacement.IsClosed(), "a refused replacement is closed")
+	require.Len(t, m.Garbage(), 1)
+	assert.Equal(t, old, m.Garbage()[0].Conn)
+	assert.Empty(t, m.Conns())
+	assert.Contains(t, logs.String(), "recover failed")
+	assert.Contains(t, logs.String(), "did not hear its own NOTIFY")
+	_, err = m.Next(ctx)
+	assert.Equal(t, io.EOF, err, "no Recovered event")
+}
+
+// TestManagerRedialRecovers: Redial, the ready-made DialFunc, reaches the
+// dead connection's server with a clean config, and the replacement hears
+// what is sent after Recovered. Nothing sent there reaches the dead
+// connection's buffer.
+func TestManagerRedialRecovers(t *testing.T) {
+	ctx := testContext(t)
+	m, old := deadMember(t, ctx, []string{"redial"}, pgnotify.WithReconnect(pgnotify.Redial, time.Millisecond, 5*time.Millisecond))
+	ev := untilKind(t, ctx, m, pgnotify.Recovered)
+	assert.Equal(t, old, ev.Replaced)
+	notify(t, "redial", "heard")
+	got := collect(t, ctx, m, 1)
+	assert.Equal(t, map[*pgx.Conn][]string{ev.Conn: {"heard"}}, got)
+	n, _ := old.WaitForNotification(cancelledContext())
+	assert.Nil(t, n, "nothing went to the dead connection's buffer")
+
+	_, err := pgnotify.Redial(ctx, pgnotify.Garbage{})
+	assert.Error(t, err, "no connection to redial")
+}
+
+// TestManagerAddDeafMemberDies: Add can't tell cheaply that a connection is
+// deaf (see the report of issue 7 item 4), but its waiter can: a
+// notification that went to another connection's buffer makes the member
+// Dead with a cause that says why, instead of a member that never yields.
+func TestManagerAddDeafMemberDies(t *testing.T) {
+	ctx := testContext(t)
+	src := connect(t)
+	deaf := connectFrom(t, src)
+	require.NoError(t, pgnotify.Listen(ctx, deaf, "deaf-add"))
+	m := newManager(t)
+	require.NoError(t, m.Add(ctx, deaf))
+
+	notify(t, "deaf-add", "lost")
+	nctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ev := next(t, nctx, m)
+	require.Equal(t, pgnotify.Dead, ev.Kind, "event %+v", ev)
+	assert.Equal(t, deaf, ev.Conn)
+	assert.ErrorContains(t, ev.Err, "OnNotification")
+	// Where it went: into src, whose config the deaf connection was
+	// dialled with.
+	n, err := src.WaitForNotification(cancelledContext())
+	require.NoError(t, err)
+	assert.Equal(t, "lost", n.Payload)
+}
+
+// cancelledContext returns a context that is already done. Given it, pgx's
+// WaitForNotification returns a notification it already buffered, with no
+// I/O, or an error.
+func cancelledContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}

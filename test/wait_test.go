@@ -504,3 +504,28 @@ func TestWaitCancelRacingDataLeavesConnUsable(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitDeafConnErrors: a connection dialled from another's Config()
+// delivers into the other's buffer. Wait can tell for free (pgx returns no
+// notification and no error) and ends with an error that says so, instead
+// of waiting forever.
+func TestWaitDeafConnErrors(t *testing.T) {
+	for _, timeout := range []time.Duration{pgnotify.NoTimeout, time.Hour} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
+			defer cancel()
+			src := connect(t)
+			deaf := connectFrom(t, src)
+			require.NoError(t, pgnotify.Listen(ctx, deaf, "deaf-wait"))
+			require.NoError(t, pgnotify.Notify(ctx, connect(t), pgnotify.Message{Channel: "deaf-wait", Payload: "x"}))
+			var errs []error
+			for n, err := range pgnotify.Wait(ctx, deaf, timeout) {
+				require.Nil(t, n)
+				errs = append(errs, err)
+			}
+			require.Len(t, errs, 1)
+			assert.ErrorContains(t, errs[0], "OnNotification")
+			assert.False(t, deaf.IsClosed(), "Wait leaves the connection open")
+		})
+	}
+}

@@ -3,11 +3,13 @@ package pgnotifytest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -425,4 +427,80 @@ func cancelledContext() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// logEntries decodes the JSON log lines with message msg.
+func logEntries(t testing.TB, logs string, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var e map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &e), "log line %q", line)
+		if e["msg"] == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestManagerLogsNameServerAndNumberAttemptsPerOutage is issue 7 item 14:
+// death and recovery log lines name the server (host, port, database) and
+// the PID, and the first failed attempt of an outage is attempt 1, also
+// when the outage follows a recent recovery (whose backoff carries on).
+func TestManagerLogsNameServerAndNumberAttemptsPerOutage(t *testing.T) {
+	ctx := testContext(t)
+	cfg, err := pgx.ParseConfig(connString)
+	require.NoError(t, err)
+	var logs syncBuffer
+	var refuse atomic.Bool
+	dial := func(ctx context.Context, g pgnotify.Garbage) (*pgx.Conn, error) {
+		if refuse.Swap(false) {
+			return nil, errors.New("refused once")
+		}
+		return pgx.Connect(ctx, connString)
+	}
+	c := listener(t, "outage")
+	m := newManager(t, pgnotify.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
+		pgnotify.WithReconnect(dial, time.Millisecond, 5*time.Millisecond))
+	require.NoError(t, m.Add(ctx, c))
+
+	// Two outages in a row, the first attempt of each refused.
+	dead := []*pgx.Conn{c}
+	for range 2 {
+		victim := dead[len(dead)-1]
+		refuse.Store(true)
+		adminExec(t, "SELECT pg_terminate_backend($1)", victim.PgConn().PID())
+		ev := untilKind(t, ctx, m, pgnotify.Recovered)
+		require.Equal(t, victim, ev.Replaced)
+		dead = append(dead, ev.Conn)
+	}
+
+	out := logs.String()
+	server := func(e map[string]any) {
+		t.Helper()
+		assert.Equal(t, cfg.Host, e["host"], "host in %v", e)
+		assert.EqualValues(t, cfg.Port, e["port"], "port in %v", e)
+		assert.Equal(t, cfg.Database, e["database"], "database in %v", e)
+	}
+	died := logEntries(t, out, "pgnotify: connection died")
+	require.Len(t, died, 2, out)
+	failed := logEntries(t, out, "pgnotify: reconnect failed")
+	require.Len(t, failed, 2, out)
+	recovered := logEntries(t, out, "pgnotify: connection recovered")
+	require.Len(t, recovered, 2, out)
+	for i := range 2 {
+		server(died[i])
+		assert.EqualValues(t, dead[i].PgConn().PID(), died[i]["pid"])
+		assert.Contains(t, died[i]["err"], "57P01")
+
+		server(failed[i])
+		assert.EqualValues(t, 1, failed[i]["attempt"], "the first failed attempt of outage %d", i+1)
+		assert.EqualValues(t, dead[i].PgConn().PID(), failed[i]["old_pid"])
+		assert.Contains(t, failed[i]["err"], "refused once")
+
+		server(recovered[i])
+		assert.EqualValues(t, 2, recovered[i]["attempt"])
+		assert.EqualValues(t, dead[i].PgConn().PID(), recovered[i]["old_pid"])
+		assert.EqualValues(t, dead[i+1].PgConn().PID(), recovered[i]["pid"])
+	}
 }

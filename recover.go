@@ -212,7 +212,10 @@ func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) 
 // ready), then UNLISTENs it in another. A connection dialled from another
 // one's Config() fails: pgx hands its notifications to the other
 // connection. It returns the other notifications conn received meanwhile,
-// in order.
+// in order. Add does not do this: two more round trips, and a NOTIFY wakes
+// every listening backend of the database (PostgreSQL <= 18), while a
+// member's waiter finds a deaf connection for free when pgx hands it no
+// notification for one that arrived.
 func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
 	pid := conn.PgConn().PID()
 	probe := fmt.Sprintf("pgnotify.probe.%d.%x", pid, rand.Uint64())

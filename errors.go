@@ -3,6 +3,7 @@ package pgnotify
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -52,16 +53,26 @@ var (
 // connError says which connection of a call failed. Its message keeps one
 // "pgnotify: " prefix however the cause was made.
 type connError struct {
-	op    string // "add", "remove"
-	index int
-	err   error
+	op  string // "add", "remove", "recover"
+	who string // "connection 1" (its place in the call), "connection (pid 123)"
+	err error
 }
 
 func (e *connError) Error() string {
-	return fmt.Sprintf("pgnotify: %s: connection %d: %s", e.op, e.index, strings.TrimPrefix(e.err.Error(), "pgnotify: "))
+	return "pgnotify: " + e.op + ": " + e.who + ": " + strings.TrimPrefix(e.err.Error(), "pgnotify: ")
 }
 
+// nth names the connection at index i of a call's arguments.
+func nth(i int) string { return "connection " + strconv.Itoa(i) }
+
 func (e *connError) Unwrap() error { return e.err }
+
+// errNotHeard is the cause when a connection's notifications go somewhere
+// other than its own pgx buffer, where pgnotify reads them: its config's
+// OnNotification is set, most often because it was dialled from another
+// connection's Config(), which carries that connection's buffer.
+var errNotHeard = errors.New("pgnotify: the connection's notifications go to its config's OnNotification, " +
+	"not to the connection (dialled from another connection's Config()? set OnNotification to nil in the copy, or use Redial)")
 
 // channelError says which channel name was rejected and why. It unwraps to
 // ErrInvalidChannel.

@@ -216,3 +216,69 @@ func ExampleWithReconnect() {
 		}
 	}
 }
+
+// ExampleEvent_replaced keeps a label per connection across reconnects:
+// a Recovered event's Replaced is the dead connection that its Conn takes
+// over from, so the label moves from one to the other.
+func ExampleEvent_replaced() {
+	ctx := context.Background()
+	m := pgnotify.NewManager(pgnotify.WithReconnect(pgnotify.Redial, 10*time.Millisecond, time.Second))
+	defer m.Close(ctx)
+
+	labels := map[*pgx.Conn]string{}
+	for _, name := range []string{"billing", "shipping"} {
+		conn, err := pgx.Connect(ctx, exampleURL)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pgnotify.Listen(ctx, conn, name); err != nil {
+			log.Fatal(err)
+		}
+		if err := m.Add(ctx, conn); err != nil {
+			log.Fatal(err)
+		}
+		labels[conn] = name
+	}
+
+	// An outage of billing's connection, made by an administrator.
+	admin, err := pgx.Connect(ctx, exampleURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for conn, name := range labels {
+		if name == "billing" {
+			_, err := admin.Exec(ctx, "SELECT pg_terminate_backend($1)", conn.PgConn().PID())
+			if err != nil {
+				log.Fatal(err)
+			}
+		}
+	}
+
+	for ev, err := range m.Events(ctx) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		switch ev.Kind {
+		case pgnotify.Batch:
+			for _, n := range ev.Notifications {
+				fmt.Printf("%s: %s\n", labels[ev.Conn], n.Payload)
+			}
+			return
+		case pgnotify.Dead:
+			fmt.Println(labels[ev.Conn], "lost")
+		case pgnotify.Recovered:
+			labels[ev.Conn] = labels[ev.Replaced]
+			delete(labels, ev.Replaced)
+			fmt.Println(labels[ev.Conn], "listening again")
+			err := pgnotify.Notify(ctx, admin, pgnotify.Message{Channel: "billing", Payload: "invoice 7"})
+			if err != nil {
+				log.Fatal(err)
+			}
+		}
+	}
+	// Output:
+	// billing lost
+	// billing listening again
+	// billing: invoice 7
+}

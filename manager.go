@@ -108,9 +108,14 @@ func (m *Manager) Timeout() time.Duration { return time.Duration(m.timeout.Load(
 // connection whose query is cancelled; Add then returns ctx's error and adds
 // none, and the connections are still the caller's and usable.
 //
-// A connection must keep pgx's default notification handling: one whose
-// config sets OnNotification hands notifications to that callback, and the
-// manager never sees them.
+// A connection must keep pgx's default notification handling, which
+// buffers them in the connection. A config from another connection's
+// Config() carries that connection's buffer in OnNotification: set it to
+// nil in the copy before connecting (or redial with [Redial]). A member
+// whose notification goes to an OnNotification instead dies (a [Dead]
+// event says why) when its waiter reads one; one that a round trip of the
+// manager's reads first (a drain pass, Do, Listen, a health ping) is lost
+// unseen.
 func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	if len(conns) == 0 {
 		return m.checkOpen()
@@ -128,10 +133,10 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	// may be touched here.
 	for i, c := range conns {
 		if c.IsClosed() {
-			return &connError{"add", i, errors.New("closed")}
+			return &connError{"add", nth(i), errors.New("closed")}
 		}
 		if s := c.PgConn().TxStatus(); s != 'I' {
-			return &connError{"add", i, fmt.Errorf("in a transaction (status %q)", s)}
+			return &connError{"add", nth(i), fmt.Errorf("in a transaction (status %q)", s)}
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -143,7 +148,7 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	err := fanOut(len(conns), func(i int) error {
 		chs, err := ListeningChannels(qctx, conns[i])
 		if err != nil {
-			return &connError{"add", i, err}
+			return &connError{"add", nth(i), err}
 		}
 		channels[i] = chs
 		return nil
@@ -205,12 +210,12 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 	}
 	for i, c := range conns {
 		if c == nil {
-			return &connError{"add", i, errNilConn}
+			return &connError{"add", nth(i), errNilConn}
 		}
 		_, member := m.members[c]
 		_, adding := m.adding[c]
 		if member || adding || slices.Contains(conns[:i], c) {
-			return &connError{"add", i, ErrAlreadyAdded}
+			return &connError{"add", nth(i), ErrAlreadyAdded}
 		}
 	}
 	for _, c := range conns {
@@ -293,13 +298,13 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	for i, c := range conns {
 		w, err := m.lookup(c)
 		if err != nil {
-			return &connError{"remove", i, err}
+			return &connError{"remove", nth(i), err}
 		}
 		w.mu.Lock()
 		err = w.unusableLocked()
 		w.mu.Unlock()
 		if err != nil {
-			return &connError{"remove", i, err}
+			return &connError{"remove", nth(i), err}
 		}
 		ws[i] = w
 	}
@@ -331,7 +336,7 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	for i, w := range ws {
 		w.mu.Lock()
 		if w.state == stateDead {
-			errs = append(errs, &connError{"remove", i, &deadError{cause: w.cause}})
+			errs = append(errs, &connError{"remove", nth(i), &deadError{cause: w.cause}})
 		}
 		w.mu.Unlock()
 	}
@@ -1006,6 +1011,6 @@ func (m *Manager) Close(ctx context.Context) error {
 // logDeath reports a death when a logger was given.
 func (m *Manager) logDeath(w *member, cause error) {
 	if l := m.cfg.logger; l != nil {
-		l.Warn("pgnotify: connection died", "pid", w.conn.PgConn().PID(), "err", cause)
+		l.Warn("pgnotify: connection died", append(connAttrs(w.conn, "pid"), "err", cause)...)
 	}
 }

@@ -341,9 +341,12 @@ func (w *member) run() {
 		}
 
 		// What is read goes into burst, published at the top of the loop.
-		// n is nil with a nil error when the connection's config has its
-		// own OnNotification, which takes notifications instead of pgx.
 		n, err := w.conn.WaitForNotification(context.Background())
+		if n == nil && err == nil {
+			// A notification arrived and went to the config's
+			// OnNotification instead of pgx's buffer: deaf, so dead.
+			err = errNotHeard
+		}
 		if n != nil {
 			burst = append(burst, n)
 			burstBytes += notificationOverhead + len(n.Channel) + len(n.Payload)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -11,19 +12,45 @@ import (
 )
 
 // A DialFunc opens a connection to replace dead, a connection in the
-// garbage set. It may read dead.Conn's config (dead.Conn.Config()) to reach
-// the same server. The manager makes the new connection listen on
-// dead.Channels itself.
+// garbage set. The manager makes the new connection listen on
+// dead.Channels itself, and checks that it hears its own notifications.
+//
+// [Redial] is a DialFunc that reaches dead's server again with dead's
+// config. To write one from dead.Conn.Config() yourself, set the copy's
+// OnNotification to nil before connecting: pgx put dead's own notification
+// buffer there when dead connected, so a connection dialled with it
+// unchanged would hand every notification to the dead connection and none
+// to the manager ([Manager.Recover] refuses such a connection).
+//
+// The connection returned becomes the manager's; one that is already a
+// member, or that an Add in progress holds, is refused with
+// [ErrAlreadyAdded] and left untouched.
 type DialFunc func(ctx context.Context, dead Garbage) (*pgx.Conn, error)
+
+// Redial is a [DialFunc] that connects to the server dead.Conn was
+// connected to, with a copy of dead.Conn's config (host, port, database,
+// user, TLS, runtime parameters and callbacks) whose OnNotification is
+// reset, so the new connection buffers its own notifications as pgx does
+// by default. Use it with [WithReconnect] or [Manager.Recover].
+func Redial(ctx context.Context, dead Garbage) (*pgx.Conn, error) {
+	if dead.Conn == nil {
+		return nil, errors.New("pgnotify: Redial: the garbage entry has no connection")
+	}
+	cfg := dead.Conn.Config()
+	cfg.OnNotification = nil
+	return pgx.ConnectConfig(ctx, cfg)
+}
 
 // Recover replaces the connections in the garbage set: for each, it dials
 // a new one, makes it LISTEN on the dead one's channels, checks them with
-// pg_listening_channels(), and adds it. Each success yields a [Recovered]
+// pg_listening_channels() and checks that it hears a NOTIFY of its own (on
+// a private channel, UNLISTENed after), and adds it. Each success yields a [Recovered]
 // event after the channels are listened again and before any batch from
 // the new connection, so a consumer can resynchronise from its own data
 // without a race: notifications sent while the old connection was dead are
-// lost. Failures stay in the garbage set and are returned joined. Garbage
-// another Recover is already replacing is skipped.
+// lost. Failures stay in the garbage set and are returned joined (and
+// logged, see [WithLogger]); a replacement that fails a check is closed.
+// Garbage another Recover is already replacing is skipped.
 func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 	if dial == nil {
 		return errors.New("pgnotify: Recover: nil DialFunc")
@@ -33,7 +60,7 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 		return err
 	}
 	return fanOut(len(gs), func(i int) error {
-		err := m.recoverOne(ctx, dial, gs[i], 0)
+		err := m.recoverOne(ctx, dial, gs[i], 0, 0)
 		if err != nil {
 			m.mu.Lock()
 			delete(m.recovering, gs[i].Conn)
@@ -67,28 +94,73 @@ func (m *Manager) claimGarbage() ([]Garbage, error) {
 
 // recoverOne replaces one dead connection, claimed in m.recovering by the
 // caller, or says why not; the caller releases the claim on failure.
-func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, attempt int) error {
+// attempt is the backoff step the new member inherits; try counts the
+// automatic reconnect's attempts in this outage from 1, and is 0 for
+// Recover.
+func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, attempt, try int) error {
 	m.stats.attempts.Add(1)
-	conn, err := m.dialListening(ctx, dial, g)
+	conn, err := m.dialReserved(ctx, dial, g)
+	var pending []*Notification
+	if err == nil {
+		pending, err = prepareReplacement(ctx, conn, g.Channels)
+		if err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			m.unreserve([]*pgx.Conn{conn})
+		}
+	}
 	if err == nil {
 		// Logged before adopt makes the Recovered event visible, and
 		// outside the manager's lock: a log reader never sees the event
 		// first. If adopt still refuses it, the failure is logged too.
-		if l := m.cfg.logger; l != nil {
-			l.Info("pgnotify: connection recovered", "old_pid", g.Conn.PgConn().PID(), "pid", conn.PgConn().PID())
-		}
-		err = m.adopt(conn, g, attempt)
+		m.logRecovery(g, conn, try, nil)
+		err = m.adopt(conn, g, attempt, pending)
 	}
 	if err != nil {
 		m.stats.failures.Add(1)
-		return fmt.Errorf("pgnotify: recover connection (pid %d): %w", g.Conn.PgConn().PID(), err)
+		err = &connError{"recover", fmt.Sprintf("connection (pid %d)", g.Conn.PgConn().PID()), err}
+		if m.ctx.Err() == nil {
+			m.logRecovery(g, nil, try, err)
+		}
+		return err
 	}
 	return nil
 }
 
-// dialListening dials a replacement for g and makes it listen on g's
-// channels. On failure the new connection is closed.
-func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
+// logRecovery logs a recovery (conn replaced g) or a failed attempt (err),
+// when a logger was given.
+func (m *Manager) logRecovery(g Garbage, conn *pgx.Conn, try int, err error) {
+	l := m.cfg.logger
+	if l == nil {
+		return
+	}
+	args := connAttrs(g.Conn, "old_pid")
+	if try > 0 {
+		args = append(args, "attempt", try)
+	}
+	switch {
+	case err != nil && try > 0:
+		l.Warn("pgnotify: reconnect failed", append(args, "err", err)...)
+	case err != nil:
+		l.Warn("pgnotify: recover failed", append(args, "err", err)...)
+	default:
+		l.Info("pgnotify: connection recovered", append(args, "pid", conn.PgConn().PID())...)
+	}
+}
+
+// connAttrs names conn for a log line: the server it was dialled to (host,
+// port and database from its config: with several hosts, the first) and
+// its backend PID under pidKey.
+func connAttrs(conn *pgx.Conn, pidKey string) []any {
+	cfg := conn.Config()
+	return []any{"host", cfg.Host, "port", cfg.Port, "database", cfg.Database, pidKey, conn.PgConn().PID()}
+}
+
+// dialReserved dials a replacement for g and reserves it as Add does,
+// before anything touches it: a connection that is already a member
+// belongs to its waiter, and one an Add in progress has reserved belongs to
+// that Add, so neither is the DialFunc's to hand over, nor ours to close.
+// The caller releases the reservation: adopt does, or unreserve on failure.
+func (m *Manager) dialReserved(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
 	conn, err := dial(ctx, g)
 	if err != nil {
 		return nil, err
@@ -96,58 +168,113 @@ func (m *Manager) dialListening(ctx context.Context, dial DialFunc, g Garbage) (
 	if conn == nil {
 		return nil, errors.New("DialFunc returned a nil connection")
 	}
-	if err := prepareReplacement(ctx, conn, g.Channels); err != nil {
+	if err := m.reserve([]*pgx.Conn{conn}); err != nil {
+		if errors.Is(err, ErrAlreadyAdded) {
+			return nil, fmt.Errorf("DialFunc returned a connection that is a member or being added: %w", ErrAlreadyAdded)
+		}
+		// Closed meanwhile: the connection is ours, and nobody will add it.
 		conn.Close(context.WithoutCancel(ctx))
 		return nil, err
+	}
+	if conn.IsClosed() {
+		m.unreserve([]*pgx.Conn{conn})
+		return nil, errors.New("DialFunc returned a closed connection")
 	}
 	return conn, nil
 }
 
-// prepareReplacement makes conn listen on channels and checks that it does.
-func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) error {
+// prepareReplacement makes conn listen on channels, checks that it does
+// and that it hears its own notifications, and returns the notifications
+// it received meanwhile, in order.
+func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) ([]*Notification, error) {
 	if s := conn.PgConn().TxStatus(); s != 'I' {
-		return fmt.Errorf("new connection is in a transaction (status %q)", s)
+		return nil, fmt.Errorf("new connection is in a transaction (status %q)", s)
 	}
 	// LISTEN fails on a hot standby ("cannot execute LISTEN during
 	// recovery"), which surfaces here as the server's error.
 	if err := Listen(ctx, conn, channels...); err != nil {
-		return err
+		return nil, err
+	}
+	pending, err := hearsItself(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
 	have, err := ListeningChannels(ctx, conn)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, c := range channels {
 		if !slices.Contains(have, c) {
-			return fmt.Errorf("new connection does not listen on %q after LISTEN", c)
+			return nil, fmt.Errorf("new connection does not listen on %q after LISTEN", c)
 		}
 	}
-	return nil
+	return pending, nil
 }
 
-// adopt adds conn in place of the dead g: the Recovered event is queued
-// before anything the new member receives.
-func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
+// hearsItself checks that conn receives its own notifications in its own
+// buffer: it LISTENs a private channel and NOTIFYs it in one round trip
+// (the server delivers a session's own notification before it reports
+// ready), then UNLISTENs it in another. A connection dialled from another
+// one's Config() fails: pgx hands its notifications to the other
+// connection. It returns the other notifications conn received meanwhile,
+// in order. Add does not do this: two more round trips, and a NOTIFY wakes
+// every listening backend of the database (PostgreSQL <= 18), while a
+// member's waiter finds a deaf connection for free when pgx hands it no
+// notification for one that arrived.
+func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
+	pid := conn.PgConn().PID()
+	probe := fmt.Sprintf("pgnotify.probe.%d.%x", pid, rand.Uint64())
+	q := quoteIdent(probe)
+	var kept []*Notification
+	heard := false
+	take := func() {
+		for _, n := range popBuffered(conn, nil) {
+			if n.Channel == probe && n.PID == pid {
+				heard = true
+				continue
+			}
+			kept = append(kept, n)
+		}
+	}
+	if _, err := conn.PgConn().Exec(ctx, "LISTEN "+q+"; NOTIFY "+q).ReadAll(); err != nil {
+		return nil, fmt.Errorf("pgnotify: notify itself: %w", err)
+	}
+	take()
+	if err := Unlisten(ctx, conn, probe); err != nil {
+		return nil, err
+	}
+	take() // in case the server had not sent it before ReadyForQuery
+	if !heard {
+		return nil, fmt.Errorf("new connection did not hear its own NOTIFY: %w", errNotHeard)
+	}
+	return kept, nil
+}
+
+// adopt adds conn, reserved by the caller, in place of the dead g: the
+// Recovered event is queued before anything the new member receives,
+// pending (what it received while being prepared) first. conn is closed
+// and unreserved if it is refused.
+func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notification) error {
 	m.mu.Lock()
 	var refused error
 	switch {
 	case m.closed:
 		refused = ErrClosed
-	case m.members[conn] != nil:
-		m.mu.Unlock()
-		// A member belongs to its waiter: not ours to close.
-		return fmt.Errorf("DialFunc returned a member: %w", ErrAlreadyAdded)
 	case !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }):
 		refused = errors.New("the dead connection was taken with TakeGarbage")
 	}
 	if refused != nil {
 		m.mu.Unlock()
 		conn.Close(context.Background())
+		m.unreserve([]*pgx.Conn{conn})
 		return refused
 	}
+	// From reserved to member in one step, as Add commits: released any
+	// later, the reservation could be another Add's by then.
+	delete(m.adding, conn)
 	delete(m.recovering, g.Conn)
 	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
-	w := newMember(m, conn, g.Channels, popBuffered(conn, nil))
+	w := newMember(m, conn, g.Channels, popBuffered(conn, pending))
 	w.adopted, w.attempt = time.Now(), attempt
 	m.seq++
 	w.seq = m.seq
@@ -167,24 +294,21 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int) error {
 // reconnect replaces g, waiting a backoff delay before each attempt, until
 // it succeeds, the manager closes, or g leaves the garbage set (taken by
 // TakeGarbage). g stays claimed in m.recovering throughout, so Next does not
-// see an empty set between attempts.
+// see an empty set between attempts. attempt is the backoff step to start
+// from: above 0 when g had been recovered only shortly before it died.
 func (m *Manager) reconnect(g Garbage, attempt int) {
 	t := time.NewTimer(backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt))
 	defer t.Stop()
-	for {
+	// try numbers the attempts of this outage for the log, from 1
+	// whatever backoff step it starts from.
+	for try := 1; ; try++ {
 		select {
 		case <-t.C:
 		case <-m.ctx.Done():
 			return
 		}
-		err := m.recoverOne(m.ctx, m.cfg.dial, g, attempt)
-		if err == nil || m.ctx.Err() != nil {
-			return
-		}
-		if l := m.cfg.logger; l != nil {
-			l.Warn("pgnotify: reconnect failed", "attempt", attempt+1, "err", err)
-		}
-		if !m.stillGarbage(g.Conn) {
+		err := m.recoverOne(m.ctx, m.cfg.dial, g, attempt, try)
+		if err == nil || m.ctx.Err() != nil || !m.stillGarbage(g.Conn) {
 			return
 		}
 		attempt++

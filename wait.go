@@ -17,8 +17,15 @@ import (
 // (run a query, [Listen] on another channel) between iterations; nothing else
 // may use conn while the iterator is reading. Notifications come in the
 // order the server sent them, including those pgx had already buffered on
-// conn from earlier queries. conn must keep pgx's default notification
-// handling (no OnNotification in its config), which buffers them.
+// conn from earlier queries.
+//
+// conn must keep pgx's default notification handling, which buffers them
+// in conn. A config from another connection's Config() carries that
+// connection's buffer in OnNotification: set it to nil in the copy before
+// connecting, or conn's notifications go to the other connection. When a
+// notification arrives and goes to an OnNotification instead, Wait yields
+// an error saying so and ends, leaving conn open (the round trip of a zero
+// timeout cannot tell).
 //
 // timeout says what happens when nothing arrives:
 //
@@ -104,6 +111,11 @@ type socketReader struct {
 
 	mu      sync.Mutex
 	reading bool // inside WaitForNotification
+	// moved says ctx's end moved the deadline during the read. The read
+	// may still return a notification (one pgx had buffered, or data that
+	// arrived as the deadline moved), so the deadline must be cleared
+	// after it whatever it returned.
+	moved bool
 }
 
 func newSocketReader(ctx context.Context, conn *pgx.Conn) *socketReader {
@@ -115,6 +127,7 @@ func newSocketReader(ctx context.Context, conn *pgx.Conn) *socketReader {
 			r.mu.Lock()
 			if r.reading {
 				r.nc.SetReadDeadline(pastDeadline)
+				r.moved = true
 			}
 			r.mu.Unlock()
 		})
@@ -149,13 +162,21 @@ func (r *socketReader) next(ctx context.Context, timeout time.Duration) (n *Noti
 
 	r.mu.Lock()
 	r.reading = false
+	moved := r.moved
+	r.moved = false
 	r.mu.Unlock()
 	timedOut := err != nil && pgconn.Timeout(err) && !r.conn.IsClosed()
-	if timedOut || !deadline.IsZero() {
+	if timedOut || moved || !deadline.IsZero() {
 		// The loop body may use conn next: leave no deadline of ours on it.
+		// Once reading is false the AfterFunc no longer moves it.
 		r.nc.SetReadDeadline(time.Time{})
 	}
 	if !timedOut {
+		if n == nil && err == nil {
+			// A notification arrived and went to the config's
+			// OnNotification instead of pgx's buffer.
+			err = errNotHeard
+		}
 		return n, false, err
 	}
 	// pgconn keeps the connection open on a read timeout (and a half-read

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -389,4 +392,140 @@ func TestWaitCancelDuringLoopBodyLeavesQueryAlone(t *testing.T) {
 	assert.False(t, c.IsClosed())
 	_, err := c.Exec(context.Background(), "SELECT 1")
 	assert.NoError(t, err)
+}
+
+// lateDeadlineConn is a socket on which data and a read deadline can arrive
+// at the same time, deterministically: a Read it is told to hold waits
+// until the deadline has moved into the past, then returns the data anyway
+// and only then applies the deadline. On a real socket this is the window
+// between the read system call returning data and the reader goroutine
+// running again, a few microseconds wide.
+type lateDeadlineConn struct {
+	net.Conn
+	entered chan struct{} // a held Read has begun
+	moved   chan struct{} // the deadline moved into the past during it
+
+	mu       sync.Mutex
+	hold     bool       // hold the next Read
+	reading  bool       // a held Read is in progress
+	deferred *time.Time // deadline to apply once the Read returns
+}
+
+func (c *lateDeadlineConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	held := c.hold
+	c.hold, c.reading = false, held
+	c.mu.Unlock()
+	if !held {
+		return c.Conn.Read(p)
+	}
+	c.entered <- struct{}{}
+	<-c.moved
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.reading = false
+	d := c.deferred
+	c.deferred = nil
+	c.mu.Unlock()
+	if d != nil {
+		c.Conn.SetReadDeadline(*d)
+	}
+	return n, err
+}
+
+func (c *lateDeadlineConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	if c.reading && !t.IsZero() && t.Before(time.Now()) {
+		c.deferred = &t
+		c.mu.Unlock()
+		c.moved <- struct{}{}
+		return nil
+	}
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// TestWaitCancelRacingDataLeavesConnUsable is issue 7 item 1, made
+// deterministic: hundreds of cancels of a Wait that has notifications
+// already buffered, in pgx and on the socket; the last comes in through a
+// read whose deadline the cancel moved into the past.
+// Wait returns it with no error, and must still take its deadline off conn,
+// or the next query times out and pgx closes conn (with NoTimeout nothing
+// else would clear it).
+func TestWaitCancelRacingDataLeavesConnUsable(t *testing.T) {
+	for _, timeout := range []time.Duration{pgnotify.NoTimeout, time.Hour} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			ctx := testContext(t)
+			late := &lateDeadlineConn{entered: make(chan struct{}), moved: make(chan struct{})}
+			c := connectConfig(t, func(cfg *pgx.ConnConfig) {
+				cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					nc, err := new(net.Dialer).DialContext(ctx, network, addr)
+					late.Conn = nc
+					return late, err
+				}
+			})
+			notifier := connect(t)
+			require.NoError(t, pgnotify.Listen(ctx, c, "late"))
+			const rounds = 200
+			for round := range rounds {
+				// Eight in pgx's buffer (a session hears its own NOTIFY
+				// before Notify returns), popped with no I/O, then one on
+				// the socket.
+				var sent []pgnotify.Message
+				for i := range 9 {
+					sent = append(sent, pgnotify.Message{Channel: "late", Payload: fmt.Sprint(round, "/", i)})
+				}
+				require.NoError(t, pgnotify.Notify(ctx, c, sent[:8]...))
+				require.NoError(t, pgnotify.Notify(ctx, notifier, sent[8]))
+				late.mu.Lock()
+				late.hold = true
+				late.mu.Unlock()
+				wctx, cancel := context.WithCancel(ctx)
+				go func() {
+					// Cancel while Wait is inside the held read.
+					<-late.entered
+					cancel()
+				}()
+				var got []*pgnotify.Notification
+				var final error
+				for n, err := range pgnotify.Wait(wctx, c, timeout) {
+					if err != nil {
+						final = err
+						break
+					}
+					got = append(got, n)
+				}
+				cancel()
+				require.ErrorIs(t, final, context.Canceled, "round %d", round)
+				require.Equal(t, sent, messages(got), "round %d", round)
+				_, err := c.Exec(ctx, "SELECT 1")
+				require.NoError(t, err, "round %d: a query after a cancelled Wait", round)
+			}
+		})
+	}
+}
+
+// TestWaitDeafConnErrors: a connection dialled from another's Config()
+// delivers into the other's buffer. Wait can tell for free (pgx returns no
+// notification and no error) and ends with an error that says so, instead
+// of waiting forever.
+func TestWaitDeafConnErrors(t *testing.T) {
+	for _, timeout := range []time.Duration{pgnotify.NoTimeout, time.Hour} {
+		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
+			defer cancel()
+			src := connect(t)
+			deaf := connectFrom(t, src)
+			require.NoError(t, pgnotify.Listen(ctx, deaf, "deaf-wait"))
+			require.NoError(t, pgnotify.Notify(ctx, connect(t), pgnotify.Message{Channel: "deaf-wait", Payload: "x"}))
+			var errs []error
+			for n, err := range pgnotify.Wait(ctx, deaf, timeout) {
+				require.Nil(t, n)
+				errs = append(errs, err)
+			}
+			require.Len(t, errs, 1)
+			assert.ErrorContains(t, errs[0], "OnNotification")
+			assert.False(t, deaf.IsClosed(), "Wait leaves the connection open")
+		})
+	}
 }

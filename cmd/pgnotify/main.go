@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -177,14 +178,21 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// oneLine joins a multi-line error message (pgx puts each address it tried
-// on a line of its own) into one line.
+// oneLine joins a multi-line error message into one line. pgx puts each
+// address it tried on a line of its own, and the same one twice when it
+// tried with and without TLS: repeats are dropped.
 func oneLine(err error) string {
-	fields := strings.FieldsFunc(err.Error(), func(r rune) bool { return r == '\n' })
-	for i, f := range fields {
-		fields[i] = strings.TrimSpace(f)
+	var parts []string
+	for _, f := range strings.Split(err.Error(), "\n") {
+		f = strings.TrimRight(strings.TrimSpace(f), ":")
+		if f != "" && !slices.Contains(parts, f) {
+			parts = append(parts, f)
+		}
 	}
-	return strings.Join(fields, " ")
+	if len(parts) > 1 {
+		return parts[0] + ": " + strings.Join(parts[1:], "; ")
+	}
+	return strings.Join(parts, "")
 }
 
 // writeUsage writes pgnotify -h.

@@ -286,7 +286,6 @@ func label(t testing.TB, dbname string) string {
 	return cfg.Host + ":" + strconv.Itoa(int(cfg.Port)) + "/" + dbname
 }
 
-
 // connect opens a connection of the test's own to dbname, closed when t
 // ends (waiting for pgconn's cleanup, for the leak check).
 func connect(t testing.TB, dbname string) *pgx.Conn {

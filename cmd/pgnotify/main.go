@@ -33,8 +33,9 @@ const (
 	exitUsage   = 2 // usage or invalid input: nothing was sent
 )
 
-// A command is one subcommand. Adding one is adding an entry to commands,
-// in a file of its own.
+// A command is one subcommand. A new one lives in a file of its own and
+// joins commands (a file may append itself in an init function, as listen
+// modes do with listenModes).
 type command struct {
 	name     string
 	synopsis string // the arguments after the name, for -h

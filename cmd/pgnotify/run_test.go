@@ -265,6 +265,12 @@ func dbURL(t testing.TB, dbname string, params ...string) string {
 		u.User = url.User(cfg.User)
 	}
 	q := url.Values{}
+	if strings.HasPrefix(cfg.Host, "/") {
+		// A Unix socket dir goes in the query; a URL's host cannot hold it.
+		u.Host = ""
+		q.Set("host", cfg.Host)
+		q.Set("port", strconv.Itoa(int(cfg.Port)))
+	}
 	if cfg.TLSConfig == nil {
 		q.Set("sslmode", "disable")
 	}

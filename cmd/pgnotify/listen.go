@@ -130,7 +130,8 @@ func listen(ctx context.Context, e *env, o *listenOptions, modes []func(context.
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return errors.New("interrupted while connecting")
+			fmt.Fprintln(e.stderr, "pgnotify listen: interrupted while connecting: 0 notification(s)")
+			return nil
 		}
 		return err
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -258,6 +260,27 @@ func TestListenInterrupt(t *testing.T) {
 	if len(summary) != 1 || !strings.Contains(summary[0], "interrupted") || !strings.Contains(summary[0], "1 notification(s)") {
 		t.Errorf("stderr after SIGINT: %q, want one summary line counting 1 notification", summary)
 	}
+
+	// While still connecting, to a server that never answers.
+	silent, accepted := silentServer(t)
+	cmd := exec.CommandContext(ctx, binary, "listen", "-d", "postgres://postgres@"+silent+"/app?sslmode=disable&connect_timeout=60", "c")
+	cmd.Env = cliEnv()
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-accepted:
+	case <-ctx.Done():
+		t.Fatal("pgnotify listen never connected to the silent server")
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || stdout.Len() != 0 || len(lines(stderr.String())) != 1 {
+		t.Errorf("SIGINT while connecting: %v, stdout %q, stderr %q; want exit 0, one line on stderr", err, stdout.String(), stderr.String())
+	}
 }
 
 // TestUnreachable: a server that refuses the connection, or one that
@@ -275,7 +298,7 @@ func TestUnreachable(t *testing.T) {
 	refusedAddr := refused.Addr().String()
 	refused.Close()
 
-	silent := silentServer(t)
+	silent, _ := silentServer(t)
 
 	for _, tc := range []struct {
 		name, addr, want string
@@ -297,8 +320,9 @@ func TestUnreachable(t *testing.T) {
 }
 
 // silentServer accepts TCP connections and never answers, like a server
-// behind a dead network; it returns its address and stops when t ends.
-func silentServer(t testing.TB) string {
+// behind a dead network; it returns its address and a channel that receives
+// once per connection accepted (when there is room), and stops when t ends.
+func silentServer(t testing.TB) (string, <-chan struct{}) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -307,6 +331,7 @@ func silentServer(t testing.TB) string {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
+	accepted := make(chan struct{}, 10)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -318,6 +343,10 @@ func silentServer(t testing.TB) string {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	t.Cleanup(func() {
@@ -327,5 +356,5 @@ func silentServer(t testing.TB) string {
 			c.Close()
 		}
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), accepted
 }

@@ -35,15 +35,17 @@ type managerSource struct {
 // returns an error naming the database.
 func openManager(ctx context.Context, dbs []*database, channels []string) (*managerSource, error) {
 	conns := make([]*pgx.Conn, len(dbs))
-	var g errgroup.Group
+	// The first failure cancels the others: they are closed anyway, and
+	// the error names the database that failed first.
+	g, gctx := errgroup.WithContext(ctx)
 	for i, db := range dbs {
 		g.Go(func() error {
-			conn, err := db.connect(ctx)
+			conn, err := db.connect(gctx)
 			if err != nil {
 				return err
 			}
 			conns[i] = conn
-			if err := pgnotify.Listen(ctx, conn, channels...); err != nil {
+			if err := pgnotify.Listen(gctx, conn, channels...); err != nil {
 				return fmt.Errorf("%s: %w", db.label, err)
 			}
 			return nil

@@ -35,6 +35,10 @@ the process and across reconnects. JSON lines, one object each:
   {"event":"dead","db":"127.0.0.1:5432/app","time":"...","error":"..."}
   {"event":"recovered","db":"127.0.0.1:5432/app","time":"..."}
 
+Text lines (-format text) hold the same: time, db, channel, pid=PID and the
+payload, quoted Go-style when it is empty, starts with a quote, has spaces at
+its ends or holds characters that do not print (a tab, a newline).
+
 Notification lines have no "event" key. time is when pgnotify received it
 (RFC 3339, UTC, nanoseconds); pid is the backend that sent it. A dead line
 means a connection was lost: notifications sent until its recovered line are

@@ -92,6 +92,7 @@ func (s *managerSource) dial(ctx context.Context, dead pgnotify.Garbage) (*pgx.C
 	return conn, nil
 }
 
+// label returns the label of conn's database.
 func (s *managerSource) label(conn *pgx.Conn) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,6 +102,8 @@ func (s *managerSource) label(conn *pgx.Conn) string {
 	return "?"
 }
 
+// next returns the Manager's next event with its database's label. A
+// recovered connection inherits the label of the one it replaces.
 func (s *managerSource) next(ctx context.Context) (string, pgnotify.Event, error) {
 	for {
 		ev, err := s.m.Next(ctx)
@@ -126,6 +129,7 @@ func (s *managerSource) next(ctx context.Context) (string, pgnotify.Event, error
 	}
 }
 
+// close closes the Manager and every connection it holds.
 func (s *managerSource) close(ctx context.Context) error {
 	return s.m.Close(ctx)
 }

@@ -35,21 +35,21 @@ the process and across reconnects. JSON lines, one object each:
   {"event":"dead","db":"127.0.0.1:5432/app","time":"...","error":"..."}
   {"event":"recovered","db":"127.0.0.1:5432/app","time":"..."}
 
-Text lines (-format text) hold the same: time, db, channel, pid=PID and the
-payload, quoted Go-style when it is empty, starts with a quote, has spaces at
-its ends or holds characters that do not print (a tab, a newline).
-
 Notification lines have no "event" key. time is when pgnotify received it
 (RFC 3339, UTC, nanoseconds); pid is the backend that sent it. A dead line
 means a connection was lost: notifications sent until its recovered line are
 lost (that is NOTIFY), so a recovered line is the signal to resynchronise.
 
+Text lines (-format text) hold the same: time, db, channel, pid=PID and the
+payload, quoted Go-style when it is empty, starts with a quote, has spaces at
+its ends or holds characters that do not print (a tab, a newline).
+
 At start every -d must connect and LISTEN, else listen exits 1 naming it;
 once all do, listen says so in one line on standard error. It exits 0 after
 -n notification lines (from all databases; dead and recovered lines do not
-count), after -idle with no notification (counted from the start and from
-each notification), or on Ctrl-C (SIGINT) or SIGTERM, with a one-line summary
-on standard error.
+count), and after -idle with no notification (counted from the start and
+from each notification). Ctrl-C (SIGINT) or SIGTERM also exits 0, with a
+one-line summary on standard error.
 
 Examples:
   pgnotify listen orders

@@ -8,8 +8,8 @@ import (
 	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
 )
 
-// exampleURL is the server the runnable examples use: a throwaway cluster,
-// or PGNOTIFY_TEST_DATABASE_URL. Set by TestMain; read-only after.
+// exampleURL is the server the runnable examples use: PGNOTIFY_TEST_DATABASE_URL,
+// else DATABASE_URL, else a throwaway cluster (pgtmp.FromEnv). Set by TestMain; read-only after.
 var exampleURL string
 
 // TestMain provides the examples' server. Under -short, the server-free

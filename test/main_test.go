@@ -15,7 +15,7 @@ import (
 )
 
 // connString is the server every test here uses: PGNOTIFY_TEST_DATABASE_URL,
-// or a cluster TestMain started. It is empty under -short. Set by TestMain
+// else DATABASE_URL, else a cluster TestMain started (pgtmp.FromEnv). It is empty under -short. Set by TestMain
 // before any test runs; read-only after.
 var connString string
 

@@ -1,18 +1,19 @@
 // Command quickstart shows pgnotify's manager at work: batches from two
-// connections, an idle tick, a drain pass, and a killed backend landing in
-// the garbage set.
+// connections, an idle tick, the manager's connection lent out with Do
+// between events, a channel added with m.Listen, a drain pass, and a killed
+// backend that comes back by itself (WithReconnect) with a Recovered event.
 //
 //	go run ./examples/quickstart
 //
-// It uses $DATABASE_URL when set; otherwise it starts a throwaway
-// PostgreSQL server from the installed binaries and removes it at the end.
+// It uses $DATABASE_URL when set (PGNOTIFY_TEST_DATABASE_URL wins, as in
+// the tests); otherwise it starts a throwaway PostgreSQL server from the
+// installed binaries and removes it at the end.
 package main
 
 import (
 	"context"
 	"fmt"
 	"log"
-	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,16 +31,14 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
+	if pgtmp.EnvURL() == "" {
 		fmt.Println("DATABASE_URL is not set: starting a throwaway PostgreSQL server")
-		c, err := pgtmp.Start(ctx)
-		if err != nil {
-			return err
-		}
-		defer c.Stop()
-		url = c.ConnString()
 	}
+	url, stop, err := pgtmp.FromEnv(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
 
 	// Two listening connections, each on its own channel.
 	orders, err := listen(ctx, url, "orders")
@@ -56,7 +55,14 @@ func run(ctx context.Context) error {
 	}
 	defer sender.Close(ctx)
 
-	m := pgnotify.NewManager(pgnotify.WithTimeout(200 * time.Millisecond))
+	// WithReconnect replaces a dead connection by itself: dial a new one,
+	// and the manager LISTENs on the dead one's channels again.
+	dial := func(ctx context.Context, dead pgnotify.Garbage) (*pgx.Conn, error) {
+		return pgx.Connect(ctx, url)
+	}
+	m := pgnotify.NewManager(
+		pgnotify.WithTimeout(200*time.Millisecond),
+		pgnotify.WithReconnect(dial, 100*time.Millisecond, 5*time.Second))
 	defer m.Close(ctx)
 	if err := m.Add(ctx, orders, jobs); err != nil {
 		return err
@@ -71,17 +77,8 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for got := 0; got < 3; {
-		ev, err := m.Next(ctx)
-		if err != nil {
-			return err
-		}
-		if ev.Kind == pgnotify.Batch {
-			for _, n := range ev.Notifications {
-				fmt.Printf("   %-11s %s: %s\n", name[ev.Conn], n.Channel, n.Payload)
-			}
-			got += len(ev.Notifications)
-		}
+	if err := printBatches(ctx, m, name, 3); err != nil {
+		return err
 	}
 
 	fmt.Println("\n2. An idle tick when nothing arrives within the timeout")
@@ -91,7 +88,32 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("   %v\n", ev.Kind)
 
-	fmt.Println("\n3. A drain pass: everything committed before it, no waiting")
+	fmt.Println("\n3. Between events: lend a member out with Do, add a channel with m.Listen")
+	// The manager owns its connections: use one only through Do.
+	err = m.Do(ctx, jobs, func(c *pgx.Conn) error {
+		var pid uint32
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		fmt.Printf("   Do: jobs conn is backend %d\n", pid)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// m.Listen, not pgnotify.Listen inside Do: the manager remembers the
+	// channel and listens on it again after a reconnect.
+	if err := m.Listen(ctx, orders, "refunds"); err != nil {
+		return err
+	}
+	if err := pgnotify.Notify(ctx, sender, pgnotify.Message{Channel: "refunds", Payload: "refund 1"}); err != nil {
+		return err
+	}
+	if err := printBatches(ctx, m, name, 1); err != nil {
+		return err
+	}
+
+	fmt.Println("\n4. A drain pass: everything committed before it, no waiting")
 	for i := 1; i <= 3; i++ {
 		msg := pgnotify.Message{Channel: "Jobs", Payload: fmt.Sprint("job ", i+1)}
 		if err := pgnotify.Notify(ctx, sender, msg); err != nil {
@@ -106,26 +128,55 @@ func run(ctx context.Context) error {
 		fmt.Printf("   %v from %s: %d notifications\n", ev.Kind, name[ev.Conn], len(ev.Notifications))
 	}
 
-	fmt.Println("\n4. A killed backend lands in the garbage set; the other carries on")
+	fmt.Println("\n5. A killed backend: Dead, then Recovered (WithReconnect), then deliveries again")
 	_, err = sender.Exec(ctx, "SELECT pg_terminate_backend($1)", orders.PgConn().PID())
 	if err != nil {
 		return err
 	}
 	m.SetTimeout(pgnotify.NoTimeout)
-	for {
+	for recovered := false; !recovered; {
 		ev, err := m.Next(ctx)
 		if err != nil {
 			return err
 		}
-		if ev.Kind == pgnotify.Dead {
+		switch ev.Kind {
+		case pgnotify.Dead:
 			fmt.Printf("   Dead: %s: %v\n", name[ev.Conn], ev.Err)
-			break
+		case pgnotify.Recovered:
+			// Notifications sent while it was dead are lost: this is
+			// where an application reloads what it caches.
+			name[ev.Conn] = name[ev.Replaced] + " (new)"
+			fmt.Printf("   Recovered: %s is backend %d; reload what you cache\n", name[ev.Conn], ev.Conn.PgConn().PID())
+			recovered = true
 		}
 	}
-	for _, g := range m.Garbage() {
-		fmt.Printf("   garbage: pid %d, channels %v\n", g.Conn.PgConn().PID(), g.Channels)
+	err = pgnotify.Notify(ctx, sender,
+		pgnotify.Message{Channel: "orders", Payload: "order 3"},
+		pgnotify.Message{Channel: "refunds", Payload: "refund 2"})
+	if err != nil {
+		return err
 	}
-	fmt.Printf("   still live: %d connection(s)\n", len(m.Conns()))
+	if err := printBatches(ctx, m, name, 2); err != nil {
+		return err
+	}
+	fmt.Printf("   live: %d connection(s); recoveries: %d\n", len(m.Conns()), m.Stats().Recoveries)
+	return nil
+}
+
+// printBatches prints batches until want notifications have come.
+func printBatches(ctx context.Context, m *pgnotify.Manager, name map[*pgx.Conn]string, want int) error {
+	for got := 0; got < want; {
+		ev, err := m.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if ev.Kind == pgnotify.Batch {
+			for _, n := range ev.Notifications {
+				fmt.Printf("   %-17s %s: %s\n", name[ev.Conn], n.Channel, n.Payload)
+			}
+			got += len(ev.Notifications)
+		}
+	}
 	return nil
 }
 

@@ -4,8 +4,10 @@
 // [Start] runs initdb and pg_ctl from the installed server binaries in a fresh
 // temp dir and starts a server on a free loopback port with durability turned
 // off. When the process runs as root, the server runs as the "postgres" user,
-// because PostgreSQL refuses to run as root. [FromEnv] returns
-// PGNOTIFY_TEST_DATABASE_URL instead when it is set.
+// because PostgreSQL refuses to run as root. [FromEnv] returns an existing
+// server instead when one is named: PGNOTIFY_TEST_DATABASE_URL, else
+// DATABASE_URL, the variable the quickstart, the examples and the pgnotify
+// command read too.
 //
 // A process killed before it calls [Cluster.Stop] (a test binary killed by
 // -timeout) leaves its server running. Each cluster's dir therefore holds its
@@ -34,8 +36,13 @@ import (
 )
 
 const (
-	// envURL names an existing server to use instead of starting one.
-	envURL = "PGNOTIFY_TEST_DATABASE_URL"
+	// envURL names an existing server to use instead of starting one: the
+	// one variable that means "use this server" everywhere in pgnotify.
+	envURL = "DATABASE_URL"
+	// envTestURL is the tests' own name, kept from before DATABASE_URL was
+	// the one; it wins, so that tests can be pointed at a server other than
+	// the one an application's DATABASE_URL names.
+	envTestURL = "PGNOTIFY_TEST_DATABASE_URL"
 
 	dirPrefix = "pgnotify-pgtmp-"
 	ownerFile = "owner.pid"
@@ -225,13 +232,14 @@ func (c *Cluster) Stop() error {
 	return c.stopErr
 }
 
-// FromEnv returns the server the tests should use. If PGNOTIFY_TEST_DATABASE_URL
-// is set, it returns that and a stop that does nothing. Otherwise it starts a
-// cluster with [Start] and returns its [Cluster.ConnString] and a stop that
-// calls [Cluster.Stop] and reports an error from it on stderr. ctx bounds the
-// start only. stop may be called more than once.
+// FromEnv returns the server to use. If PGNOTIFY_TEST_DATABASE_URL is set,
+// it returns that, else DATABASE_URL if set, with a stop that does nothing.
+// Otherwise it starts a cluster with [Start] and returns its
+// [Cluster.ConnString] and a stop that calls [Cluster.Stop] and reports an
+// error from it on stderr. ctx bounds the start only. stop may be called
+// more than once.
 func FromEnv(ctx context.Context) (connString string, stop func(), err error) {
-	if url := os.Getenv(envURL); url != "" {
+	if url := EnvURL(); url != "" {
 		return url, func() {}, nil
 	}
 	c, err := Start(ctx)
@@ -243,6 +251,15 @@ func FromEnv(ctx context.Context) (connString string, stop func(), err error) {
 			fmt.Fprintln(os.Stderr, err)
 		}
 	}, nil
+}
+
+// EnvURL returns the server the environment names, or "": the value of
+// PGNOTIFY_TEST_DATABASE_URL if set, else of DATABASE_URL.
+func EnvURL() string {
+	if url := os.Getenv(envTestURL); url != "" {
+		return url
+	}
+	return os.Getenv(envURL)
 }
 
 // destroy stops whatever server runs in c's data dir and removes c's dir.

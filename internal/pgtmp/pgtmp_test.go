@@ -189,3 +189,31 @@ func TestFindBinaries(t *testing.T) {
 		t.Errorf("findBinaries picked %s, want %s", b.pgCtl, want)
 	}
 }
+
+// TestEnvURL: DATABASE_URL names the server, and PGNOTIFY_TEST_DATABASE_URL,
+// the tests' older name, wins when both are set; FromEnv then starts
+// nothing.
+func TestEnvURL(t *testing.T) {
+	for _, tc := range []struct {
+		test, app, want string
+	}{
+		{"", "", ""},
+		{"", "postgres://app", "postgres://app"},
+		{"postgres://test", "", "postgres://test"},
+		{"postgres://test", "postgres://app", "postgres://test"},
+	} {
+		t.Setenv(envTestURL, tc.test)
+		t.Setenv(envURL, tc.app)
+		if got := EnvURL(); got != tc.want {
+			t.Errorf("PGNOTIFY_TEST_DATABASE_URL=%q DATABASE_URL=%q: EnvURL() = %q, want %q", tc.test, tc.app, got, tc.want)
+		}
+		if tc.want == "" {
+			continue
+		}
+		url, stop, err := FromEnv(context.Background())
+		if err != nil || url != tc.want {
+			t.Errorf("FromEnv() = %q, %v; want %q", url, err, tc.want)
+		}
+		stop()
+	}
+}

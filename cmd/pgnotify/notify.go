@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify"
+)
+
+// maxPayload is the longest payload NOTIFY accepts: the server rejects
+// 8000 bytes or more, and so does pgnotify.Notify. Checking it here, for
+// every line before the first is sent, is what makes one bad line send
+// nothing.
+const maxPayload = 7999
+
+// notifyChunk is how many messages go in one statement; a long input is
+// several statements in one transaction.
+const notifyChunk = 1000
+
+var notifyCommand = &command{
+	name:     "notify",
+	synopsis: "[-d URL] CHANNEL [PAYLOAD]",
+	summary:  "send a notification, or one per line of standard input",
+	usage: `
+notify sends PAYLOAD on CHANNEL (an empty payload if PAYLOAD is ""). With no
+PAYLOAD, every line of standard input is one payload, without its newline
+(a last line without one counts too): all lines are checked before anything
+is sent, then sent in one transaction, in order, so listeners get all of
+them or none. One bad line sends nothing; empty input sends nothing.
+
+Channel names are used exactly as written ("Orders" is not "orders"): at
+most 63 bytes of UTF-8, no NUL. A payload is at most 7999 bytes, without a
+NUL byte. Within one transaction PostgreSQL delivers identical payloads on
+one channel once: make lines distinct if each must arrive. Put -- before a
+channel or payload that begins with "-".
+
+Examples:
+  pgnotify notify orders 42
+  pgnotify notify -d postgres://app@db1/app Jobs '{"id": 7}'
+  printf 'a\nb\nc\n' | pgnotify notify letters     # three notifications, one transaction
+`,
+	flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		url := singleDatabase(fs)
+		return func(ctx context.Context, e *env, args []string) error {
+			return notify(ctx, e, *url, args)
+		}
+	},
+}
+
+func notify(ctx context.Context, e *env, url string, args []string) error {
+	var msgs []pgnotify.Message
+	switch len(args) {
+	case 0:
+		return usagef("no CHANNEL: name the channel to notify")
+	case 1, 2:
+		if err := pgnotify.ValidateChannel(args[0]); err != nil {
+			return usagef("%v", err)
+		}
+		if len(args) == 2 {
+			if err := checkPayload(args[1]); err != nil {
+				return usagef("payload %v", err)
+			}
+			msgs = []pgnotify.Message{{Channel: args[0], Payload: args[1]}}
+			break
+		}
+		var err error
+		if msgs, err = readPayloads(e.stdin, args[0]); err != nil {
+			return err
+		}
+	default:
+		return usagef("%d arguments: want CHANNEL [PAYLOAD] (quote a payload holding spaces)", len(args))
+	}
+	db, err := oneDatabase(e, url)
+	if err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+
+	conn, err := db.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for len(msgs) > 0 {
+			n := min(len(msgs), notifyChunk)
+			if err := pgnotify.Notify(ctx, tx, msgs[:n]...); err != nil {
+				return err
+			}
+			msgs = msgs[n:]
+		}
+		return nil
+	})
+	if errors.Is(err, pgnotify.ErrInvalidChannel) || errors.Is(err, pgnotify.ErrPayloadTooLong) {
+		// Checked above; kept in case the library's rules grow stricter.
+		return usagef("%v", err)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: nothing sent: %w", db.label, err)
+	}
+	return nil
+}
+
+// readPayloads reads every line of r as a payload for channel, checking
+// each; the error names the first bad line.
+func readPayloads(r io.Reader, channel string) ([]pgnotify.Message, error) {
+	var msgs []pgnotify.Message
+	br := bufio.NewReader(r)
+	for lineNo := 1; ; lineNo++ {
+		line, err := br.ReadString('\n')
+		if err != nil && err != io.EOF {
+			return nil, fmt.Errorf("read standard input: %w", err)
+		}
+		if line == "" && err == io.EOF {
+			return msgs, nil
+		}
+		line = strings.TrimSuffix(line, "\n")
+		if perr := checkPayload(line); perr != nil {
+			return nil, usagef("standard input line %d: payload %v; nothing sent", lineNo, perr)
+		}
+		msgs = append(msgs, pgnotify.Message{Channel: channel, Payload: line})
+		if err == io.EOF {
+			return msgs, nil
+		}
+	}
+}
+
+// checkPayload rejects what the server would: too long, or a NUL byte
+// (text cannot hold one).
+func checkPayload(p string) error {
+	if len(p) > maxPayload {
+		return fmt.Errorf("is %d bytes; the limit is %d", len(p), maxPayload)
+	}
+	if strings.IndexByte(p, 0) >= 0 {
+		return errors.New("holds a NUL byte")
+	}
+	return nil
+}

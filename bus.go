@@ -209,11 +209,14 @@ func (b *Bus) awaitListening(ctx context.Context, s *Subscription) error {
 			b.mu.Unlock()
 			return nil
 		}
-		changed, connErr := b.changed, b.connErr
+		changed := b.changed
 		b.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
+			b.mu.Lock()
+			connErr := b.connErr
+			b.mu.Unlock()
 			if connErr != nil {
 				return fmt.Errorf("pgnotify: subscribe: %w (last connection attempt: %w)", ctx.Err(), connErr)
 			}
@@ -351,7 +354,7 @@ type BusStats struct {
 	Subscriptions int    // live subscriptions (including those still subscribing)
 	Channels      int    // channels the connection LISTENs on now
 	Received      uint64 // notifications the connection received
-	Delivered     uint64 // notifications put in subscriptions' buffers (one per subscription)
+	Delivered     uint64 // notifications handed to subscriptions (one per subscription)
 	Dropped       uint64 // of those, dropped by OverflowDropOldest (reported by Lagged)
 	Deaths        uint64 // times the connection died
 	Reconnects    uint64 // times a new connection replaced a dead one

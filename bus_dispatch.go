@@ -48,12 +48,14 @@ func (b *Bus) dispatch() {
 // returned for reuse.
 func (b *Bus) fanOut(ns []*Notification, touched []*Subscription) []*Subscription {
 	b.received.Add(uint64(len(ns)))
+	delivered := 0
 	b.mu.Lock()
 	for _, n := range ns {
 		e := b.chans[n.Channel]
 		if e == nil {
 			continue
 		}
+		delivered += len(e.subs)
 		for _, r := range e.subs {
 			s := r.s
 			if len(s.stage) == 0 {
@@ -63,9 +65,9 @@ func (b *Bus) fanOut(ns []*Notification, touched []*Subscription) []*Subscriptio
 		}
 	}
 	b.mu.Unlock()
-	delivered, dropped := 0, 0
+	b.delivered.Add(uint64(delivered))
+	dropped := 0
 	for i, s := range touched {
-		delivered += len(s.stage)
 		dropped += s.deliver(s.stage)
 		if cap(s.stage) > 64 {
 			s.stage = nil
@@ -75,7 +77,6 @@ func (b *Bus) fanOut(ns []*Notification, touched []*Subscription) []*Subscriptio
 		}
 		touched[i] = nil
 	}
-	b.delivered.Add(uint64(delivered))
 	b.dropped.Add(uint64(dropped))
 	return touched[:0]
 }

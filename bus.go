@@ -202,7 +202,9 @@ func (b *Bus) awaitListening(ctx context.Context, s *Subscription) error {
 				b.mu.Unlock()
 				return fmt.Errorf("pgnotify: subscribe: listen %q: %w", ch, err)
 			}
-			ready = ready && e.listened
+			// An UNLISTEN in flight (the last subscription left just
+			// before) is waited for, and the LISTEN that follows it.
+			ready = ready && e.listened && !e.inflight
 		}
 		if ready {
 			s.active = true

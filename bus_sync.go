@@ -184,6 +184,9 @@ func (b *Bus) apply(conn *pgx.Conn, channels []string, listen bool) bool {
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	// conn may have died just after the change: then the listened marks
+	// belong to its replacement, which resync sets from the server.
+	current := b.conn == conn
 	for _, ch := range channels {
 		e := b.chans[ch]
 		if e == nil {
@@ -192,6 +195,7 @@ func (b *Bus) apply(conn *pgx.Conn, channels []string, listen bool) bool {
 		}
 		e.inflight = false
 		switch {
+		case !current:
 		case err == nil:
 			e.listened = listen
 		case refused && listen:

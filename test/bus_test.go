@@ -228,7 +228,7 @@ func TestBusChurn(t *testing.T) {
 	ctx := testContext(t)
 	b := newBus(t, &busDialer{})
 	stable := subscribe(t, ctx, b, []string{"churn0"})
-	const workers, rounds = 8, 40
+	const workers, rounds = 8, 100
 	senders := make([]*pgx.Conn, workers)
 	for i := range senders {
 		senders[i] = connect(t)
@@ -246,7 +246,7 @@ func TestBusChurn(t *testing.T) {
 		g.Go(func() error {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for r := range rounds {
-				chs := []string{fmt.Sprintf("churn%d", rng.IntN(4)), fmt.Sprintf("own%d_%d", w, r%3)}
+				chs := []string{fmt.Sprintf("churn%d", rng.IntN(3)), fmt.Sprintf("own%d_%d", w, r%3)}
 				s, err := b.Subscribe(ctx, chs, pgnotify.WithBuffer(100000))
 				if err != nil {
 					return fmt.Errorf("worker %d round %d: subscribe: %w", w, r, err)

@@ -188,3 +188,35 @@ func BenchmarkBusIdleSubscription(b *testing.B) {
 		bus.Close(ctx)
 	}
 }
+
+// BenchmarkBusSubscribeClose measures subscribe + close churn: on a channel
+// another subscription keeps listened (no round trip), and on a new
+// channel each time (a LISTEN and an UNLISTEN round trip, to a fake server
+// on loopback).
+func BenchmarkBusSubscribeClose(b *testing.B) {
+	ctx := context.Background()
+	for _, mode := range []string{"listened", "new"} {
+		b.Run(mode, func(b *testing.B) {
+			bus, session := fakeBus(b)
+			keep, err := bus.Subscribe(ctx, []string{"kept"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer keep.Close()
+			session()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				ch := "kept"
+				if mode == "new" {
+					ch = fmt.Sprint("new", i)
+				}
+				s, err := bus.Subscribe(ctx, []string{ch})
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+	}
+}

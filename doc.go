@@ -100,6 +100,33 @@
 // 8000 bytes or more fail with [ErrPayloadTooLong]. Payloads always travel as
 // bind parameters, never inside SQL.
 //
+// # Bus
+//
+// A [Bus] is for many consumers in one process: it holds one listening
+// connection to one database (in an internal Manager, so health checks and
+// recovery come with it), LISTENs a channel while some subscription wants
+// it and UNLISTENs it when the last one closes, and fans each notification
+// out to the subscriptions of its channel.
+//
+//	bus := pgnotify.NewBus(pgnotify.ConnectFromPool(pool))
+//	defer bus.Close(ctx)
+//	sub, err := bus.Subscribe(ctx, []string{"orders"}) // returns once LISTEN is active
+//	if err != nil { ... }
+//	defer sub.Close()
+//	for ev, err := range sub.Events(ctx) { ... }
+//
+// Each subscription has its own buffer ([WithBuffer]) and policy: under
+// [OverflowDropOldest], the default, a reader that falls behind loses the
+// oldest and gets a [Lagged] event with the exact count, and never slows
+// anyone else; under [OverflowBlock] nothing is lost and the whole Bus
+// waits for it. Every subscription sees the connection's [Dead] and
+// [Recovered], the gap signal.
+//
+// Which to use: [Wait] for one connection read in the caller's goroutine;
+// a [Manager] for one consumer of many connections, to one database or to
+// many servers; a Bus for many consumers of one database, which then costs
+// the server one listening backend instead of one per consumer.
+//
 // # Wait
 //
 // For one connection and no goroutines, [Wait] is an iterator that reads in

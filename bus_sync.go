@@ -1,0 +1,258 @@
+package pgnotify
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// syncLoop is the Bus's sync goroutine: it dials the first connection when
+// a subscription wants one, and makes the live connection LISTEN and
+// UNLISTEN until its channels are those the subscriptions want. Its changes
+// go through the Manager (Listen, Unlisten), under the Bus's own context,
+// never a caller's.
+func (b *Bus) syncLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.kick:
+		case <-b.ctx.Done():
+			return
+		}
+		b.syncMu.Lock()
+		b.syncOnce()
+		b.syncMu.Unlock()
+	}
+}
+
+// syncOnce dials if needed, then converges. Must be called with b.syncMu
+// held.
+func (b *Bus) syncOnce() {
+	b.mu.Lock()
+	st, conn, want := b.state, b.conn, len(b.subs) > 0
+	b.mu.Unlock()
+	switch st {
+	case busDown:
+		if want {
+			b.dial()
+		}
+	case busLive:
+		b.converge(conn)
+	}
+	// busDead and busSyncing: the dispatcher sets the channels right when
+	// the replacement arrives.
+}
+
+// dial opens the Bus's first connection, retrying with backoff while some
+// subscription wants it and the Bus is open, adds it to the Manager, makes
+// it listen, and starts the dispatcher. Must be called with b.syncMu held.
+func (b *Bus) dial() {
+	for attempt := 0; ; attempt++ {
+		conn, err := b.connectOnce(b.ctx)
+		if err == nil {
+			err = b.m.Add(b.ctx, conn)
+			if err != nil {
+				closeQuietly(conn)
+			}
+		}
+		if err == nil {
+			b.mu.Lock()
+			b.conn, b.state, b.connErr = conn, busLive, nil
+			b.broadcastLocked()
+			b.mu.Unlock()
+			b.converge(conn)
+			b.mu.Lock()
+			if b.conn == conn {
+				// After a loss the dispatcher could not hand to the
+				// Manager's recovery (see dispatch), this is the gap signal.
+				b.announceRecoveredLocked()
+			}
+			b.mu.Unlock()
+			b.wg.Add(1)
+			go b.dispatch()
+			return
+		}
+		if b.ctx.Err() != nil {
+			return
+		}
+		if l := b.cfg.logger; l != nil {
+			l.Warn("pgnotify: bus: connect failed", "attempt", attempt+1, "err", err)
+		}
+		b.mu.Lock()
+		b.connErr = err
+		want := len(b.subs) > 0
+		b.mu.Unlock()
+		if !want {
+			// Nobody waits any more: dial again at the next Subscribe.
+			return
+		}
+		t := time.NewTimer(backoff(b.cfg.reconnectMin, b.cfg.reconnectMax, attempt))
+		select {
+		case <-t.C:
+		case <-b.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// connectOnce dials one connection, bounded in time, and makes sure it
+// listens on nothing (a connection from a pool may have been used for
+// LISTEN before).
+func (b *Bus) connectOnce(ctx context.Context) (*pgx.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, busDialTimeout)
+	defer cancel()
+	conn, err := b.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if conn == nil {
+		return nil, fmt.Errorf("pgnotify: bus: ConnectFunc returned a nil connection")
+	}
+	if err := UnlistenAll(ctx, conn); err != nil {
+		closeQuietly(conn)
+		return nil, err
+	}
+	return conn, nil
+}
+
+// closeQuietly closes a connection the Bus dialled and could not use.
+func closeQuietly(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn.Close(ctx)
+}
+
+// converge LISTENs and UNLISTENs on conn until its channels are those the
+// subscriptions want, and reports whether it got there. It stops when conn
+// is no longer the Bus's connection, died, or the server refused a change.
+// Must be called with b.syncMu held.
+func (b *Bus) converge(conn *pgx.Conn) bool {
+	for {
+		b.mu.Lock()
+		if b.closed || b.conn != conn {
+			b.mu.Unlock()
+			return false
+		}
+		var listen, unlisten []string
+		for ch := range b.dirty {
+			e := b.chans[ch]
+			switch {
+			case len(e.subs) > 0 && e.err == nil:
+				listen = append(listen, ch)
+			case len(e.subs) == 0:
+				unlisten = append(unlisten, ch)
+			default:
+				continue
+			}
+			e.inflight = true
+		}
+		b.mu.Unlock()
+		if len(listen) == 0 && len(unlisten) == 0 {
+			return true
+		}
+		slices.Sort(listen)
+		slices.Sort(unlisten)
+		okL := b.apply(conn, listen, true)
+		okU := b.apply(conn, unlisten, false)
+		if !okL || !okU {
+			return false
+		}
+	}
+}
+
+// apply makes conn LISTEN (or UNLISTEN) channels, one round trip, and
+// records the outcome; it reports whether it succeeded. Must be called
+// with b.syncMu held.
+func (b *Bus) apply(conn *pgx.Conn, channels []string, listen bool) bool {
+	if len(channels) == 0 {
+		return true
+	}
+	var err error
+	if listen {
+		err = b.m.Listen(b.ctx, conn, channels...)
+	} else {
+		err = b.m.Unlisten(b.ctx, conn, channels...)
+	}
+	// A failure on a connection that is still a live member is the
+	// server's answer (LISTEN is refused on a hot standby, say); any other
+	// means conn died, and its Dead event is on its way to the dispatcher.
+	refused := err != nil && b.ctx.Err() == nil && slices.Contains(b.m.Conns(), conn)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// conn may have died just after the change: then the listened marks
+	// belong to its replacement, which resync sets from the server.
+	current := b.conn == conn
+	for _, ch := range channels {
+		e := b.chans[ch]
+		if e == nil {
+			// Dropped meanwhile: impossible while inflight, but harmless.
+			continue
+		}
+		e.inflight = false
+		switch {
+		case !current:
+		case err == nil:
+			e.listened = listen
+		case refused && listen:
+			e.err = err
+		}
+		b.markLocked(ch, e)
+	}
+	if refused {
+		if l := b.cfg.logger; l != nil {
+			l.Warn("pgnotify: bus: channel change refused", "listen", listen, "channels", len(channels), "err", err)
+		}
+		if !listen {
+			// Stays listened and dirty: the next Subscribe or Close
+			// tries again.
+			for _, ch := range channels {
+				delete(b.dirty, ch)
+			}
+		}
+	}
+	b.broadcastLocked()
+	return err == nil
+}
+
+// resync makes conn, which replaces a dead connection, listen on exactly
+// the channels the subscriptions want: it asks the server what conn
+// listens on (the Manager made it LISTEN the dead one's channels), then
+// converges. It reports whether conn is ready. Called by the dispatcher
+// with b.syncMu held.
+func (b *Bus) resync(conn *pgx.Conn) bool {
+	var have []string
+	err := b.m.Do(b.ctx, conn, func(c *pgx.Conn) error {
+		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.roundTrip())
+		defer cancel()
+		var err error
+		have, err = ListeningChannels(ctx, c)
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	b.mu.Lock()
+	if b.closed || b.conn != conn {
+		b.mu.Unlock()
+		return false
+	}
+	for ch, e := range b.chans {
+		e.listened = slices.Contains(have, ch)
+		e.inflight = false
+		b.markLocked(ch, e)
+	}
+	for _, ch := range have {
+		if b.chans[ch] == nil {
+			e := &chanEntry{listened: true}
+			b.chans[ch] = e
+			b.markLocked(ch, e)
+		}
+	}
+	b.mu.Unlock()
+	return b.converge(conn)
+}

@@ -1,0 +1,70 @@
+package pgnotifytest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c59d106d/pgnotify"
+)
+
+// TestConnectFromPool: the Bus's connection, hijacked from a pool of two,
+// no longer counts against it: the pool still serves two queries at once,
+// and pool.Close returns at once while the Bus keeps listening.
+func TestConnectFromPool(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	cfg, err := pgxpool.ParseConfig(connString)
+	require.NoError(t, err)
+	cfg.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	poolClosed := false
+	t.Cleanup(func() {
+		if !poolClosed {
+			pool.Close()
+		}
+	})
+
+	b := pgnotify.NewBus(pgnotify.ConnectFromPool(pool))
+	defer func() { assert.NoError(t, b.Close(ctx)) }()
+	s, err := b.Subscribe(ctx, []string{"pooled"})
+	require.NoError(t, err)
+	defer s.Close()
+
+	// Both at once: a third connection would block until actx ends.
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c1, err := pool.Acquire(actx)
+	require.NoError(t, err)
+	c2, err := pool.Acquire(actx)
+	require.NoError(t, err)
+	var x, y int
+	require.NoError(t, c1.QueryRow(actx, "select 1").Scan(&x))
+	require.NoError(t, c2.QueryRow(actx, "select 2").Scan(&y))
+	assert.Equal(t, 3, x+y)
+	require.NoError(t, pgnotify.Notify(actx, c1, pgnotify.Message{Channel: "pooled", Payload: "via the pool"}))
+	c1.Release()
+	c2.Release()
+
+	closed := make(chan struct{})
+	go func() {
+		pool.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		poolClosed = true
+	case <-time.After(10 * time.Second):
+		t.Fatal("pool.Close waits for the Bus's connection")
+	}
+	assert.Equal(t, []string{"via the pool"}, subPayloads(t, ctx, s, 1))
+
+	// The Bus still listens after its pool is gone.
+	notifyMany(t, pgnotify.Message{Channel: "pooled", Payload: "after"})
+	assert.Equal(t, []string{"after"}, subPayloads(t, ctx, s, 1))
+}

@@ -11,7 +11,7 @@ import (
 // wrap them with the detail (which connection, which name).
 var (
 	// ErrClosed is returned by every Manager method after [Manager.Close].
-	ErrClosed = errors.New("pgnotify: manager closed")
+	ErrClosed = errors.New("pgnotify: closed")
 
 	// ErrAlreadyAdded is returned by [Manager.Add] for a connection that is
 	// already a member (or is named twice in one call).

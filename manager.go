@@ -205,8 +205,8 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
+	if err := m.closedLocked(); err != nil {
+		return err
 	}
 	for i, c := range conns {
 		if c == nil {
@@ -240,6 +240,11 @@ func (m *Manager) checkOpen() error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.closedLocked()
+}
+
+// closedLocked returns ErrClosed after Close. Must be called with m.mu held.
+func (m *Manager) closedLocked() error {
 	if m.closed {
 		return ErrClosed
 	}

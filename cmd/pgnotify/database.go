@@ -35,6 +35,7 @@ type database struct {
 	// changes, so it survives reconnects.
 	label  string
 	config *pgx.ConnConfig
+	url    string // as given ("" for the PG* variables), for package durable
 }
 
 // databases resolves the -d flags (urls), or else $DATABASE_URL, or else
@@ -64,7 +65,7 @@ func databases(e *env, urls []string) ([]*database, error) {
 		if n := seen[label]; n > 1 {
 			label += "#" + strconv.Itoa(n)
 		}
-		dbs = append(dbs, &database{label: label, config: cfg})
+		dbs = append(dbs, &database{label: label, config: cfg, url: u})
 	}
 	return dbs, nil
 }

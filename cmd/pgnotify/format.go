@@ -17,7 +17,8 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // lineFormat writes listen's output lines.
 type lineFormat interface {
-	notification(b []byte, db string, n *pgnotify.Notification, at time.Time) []byte
+	// notification writes n; lsn is a durable batch's commit LSN, or 0.
+	notification(b []byte, db string, n *pgnotify.Notification, lsn uint64, at time.Time) []byte
 	dead(b []byte, db string, cause error, at time.Time) []byte
 	recovered(b []byte, db string, at time.Time) []byte
 }
@@ -37,9 +38,11 @@ func (f *formatFlag) Set(s string) error {
 
 // lineFormatFor returns the format named by f, or the default: text on a
 // terminal, JSON for a script.
-func lineFormatFor(f formatFlag, tty bool) lineFormat {
+// durable says the lines come from listen -durable, where a loss loses
+// nothing.
+func lineFormatFor(f formatFlag, tty, durable bool) lineFormat {
 	if f == "text" || (f == "" && tty) {
-		return textFormat{}
+		return textFormat{durable: durable}
 	}
 	return jsonFormat{}
 }
@@ -54,6 +57,7 @@ type jsonNotification struct {
 	Payload string `json:"payload"`
 	PID     uint32 `json:"pid"`
 	Time    string `json:"time"`
+	LSN     string `json:"lsn,omitempty"` // listen -durable: the batch's commit LSN, as PostgreSQL writes it
 }
 
 type jsonEvent struct {
@@ -63,8 +67,17 @@ type jsonEvent struct {
 	Error string `json:"error,omitempty"`
 }
 
-func (jsonFormat) notification(b []byte, db string, n *pgnotify.Notification, at time.Time) []byte {
-	return appendJSON(b, jsonNotification{DB: db, Channel: n.Channel, Payload: n.Payload, PID: n.PID, Time: at.UTC().Format(timeLayout)})
+func (jsonFormat) notification(b []byte, db string, n *pgnotify.Notification, lsn uint64, at time.Time) []byte {
+	j := jsonNotification{DB: db, Channel: n.Channel, Payload: n.Payload, PID: n.PID, Time: at.UTC().Format(timeLayout)}
+	if lsn != 0 {
+		j.LSN = lsnString(lsn)
+	}
+	return appendJSON(b, j)
+}
+
+// lsnString writes a WAL position as PostgreSQL does: two hex halves.
+func lsnString(lsn uint64) string {
+	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
 }
 
 func (jsonFormat) dead(b []byte, db string, cause error, at time.Time) []byte {
@@ -90,23 +103,31 @@ func appendJSON(b []byte, v any) []byte {
 
 // textFormat writes lines for people: time, database, channel, PID and the
 // payload, with the payload quoted only when it would not read as one line.
-type textFormat struct{}
+type textFormat struct{ durable bool }
 
-func (textFormat) notification(b []byte, db string, n *pgnotify.Notification, at time.Time) []byte {
+func (textFormat) notification(b []byte, db string, n *pgnotify.Notification, lsn uint64, at time.Time) []byte {
 	b = at.UTC().AppendFormat(b, timeLayout)
 	b = append(b, "  "...)
 	b = append(b, db...)
 	b = append(b, "  "...)
 	b = append(b, n.Channel...)
-	b = append(b, "  pid="...)
-	b = strconv.AppendUint(b, uint64(n.PID), 10)
+	if lsn != 0 {
+		b = append(b, "  lsn="...)
+		b = append(b, lsnString(lsn)...)
+	} else {
+		b = append(b, "  pid="...)
+		b = strconv.AppendUint(b, uint64(n.PID), 10)
+	}
 	b = append(b, "  "...)
 	b = appendPayload(b, n.Payload)
 	return append(b, '\n')
 }
 
-func (textFormat) dead(b []byte, db string, cause error, at time.Time) []byte {
+func (f textFormat) dead(b []byte, db string, cause error, at time.Time) []byte {
 	b = at.UTC().AppendFormat(b, timeLayout)
+	if f.durable {
+		return fmt.Appendf(b, "  %s  DEAD: %s (reconnecting; nothing is lost, a batch may come again)\n", db, oneLine(cause))
+	}
 	return fmt.Appendf(b, "  %s  DEAD: %s (reconnecting; notifications sent meanwhile are lost)\n", db, oneLine(cause))
 }
 

@@ -89,6 +89,9 @@ type listenOptions struct {
 type listenSource interface {
 	next(ctx context.Context) (db string, ev pgnotify.Event, err error)
 	close(ctx context.Context) error
+	// wholeBatches says that -n must not stop within a batch: a durable
+	// batch is acknowledged whole when the source closes.
+	wholeBatches() bool
 }
 
 // listenModes are other ways for listen to receive notifications, each
@@ -151,7 +154,8 @@ func listen(ctx context.Context, e *env, o *listenOptions, modes []func(context.
 	}
 	fmt.Fprintf(e.stderr, "pgnotify listen: listening on %s in %s\n", strings.Join(o.channels, ", "), strings.Join(labels, ", "))
 
-	format := lineFormatFor(o.format, e.stdoutIsTTY)
+	whole := src.wholeBatches()
+	format := lineFormatFor(o.format, e.stdoutIsTTY, whole)
 	start := time.Now()
 	last := start // of the last notification, for -idle
 	var notifications, deaths, recoveries int
@@ -181,11 +185,13 @@ func listen(ctx context.Context, e *env, o *listenOptions, modes []func(context.
 		switch ev.Kind {
 		case pgnotify.Batch:
 			for _, n := range ev.Notifications {
-				line = format.notification(line, db, n, now)
+				line = format.notification(line, db, n, ev.LSN, now)
 				notifications++
-				if o.count > 0 && notifications == o.count {
+				if o.count > 0 && notifications >= o.count {
 					done = true
-					break
+					if !whole {
+						break
+					}
 				}
 			}
 			last = now

@@ -129,6 +129,8 @@ func (s *managerSource) next(ctx context.Context) (string, pgnotify.Event, error
 	}
 }
 
+func (s *managerSource) wholeBatches() bool { return false }
+
 // close closes the Manager and every connection it holds.
 func (s *managerSource) close(ctx context.Context) error {
 	return s.m.Close(ctx)

@@ -49,29 +49,49 @@ Examples:
 	flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 		url := singleDatabase(fs)
 		return func(ctx context.Context, e *env, args []string) error {
-			return notify(ctx, e, *url, args)
+			return send(ctx, e, *url, args, notifySender)
 		}
 	},
 }
 
-func notify(ctx context.Context, e *env, url string, args []string) error {
+// A sender is what notify and emit differ in: how messages are sent in a
+// transaction, and what a payload may be.
+type sender struct {
+	verb       string // for messages: "notify"
+	maxPayload int
+	allowNUL   bool
+	send       func(ctx context.Context, tx pgx.Tx, msgs []pgnotify.Message) error
+}
+
+// notifySender sends with NOTIFY.
+var notifySender = sender{
+	verb:       "notify",
+	maxPayload: maxPayload,
+	send: func(ctx context.Context, tx pgx.Tx, msgs []pgnotify.Message) error {
+		return pgnotify.Notify(ctx, tx, msgs...)
+	},
+}
+
+// send sends one payload from args, or one per line of standard input, in
+// one transaction, after checking them all.
+func send(ctx context.Context, e *env, url string, args []string, how sender) error {
 	var msgs []pgnotify.Message
 	switch len(args) {
 	case 0:
-		return usagef("no CHANNEL: name the channel to notify")
+		return usagef("no CHANNEL: name the channel to %s", how.verb)
 	case 1, 2:
 		if err := pgnotify.ValidateChannel(args[0]); err != nil {
 			return usagef("%v", err)
 		}
 		if len(args) == 2 {
-			if err := checkPayload(args[1]); err != nil {
+			if err := how.checkPayload(args[1]); err != nil {
 				return usagef("payload %v", err)
 			}
 			msgs = []pgnotify.Message{{Channel: args[0], Payload: args[1]}}
 			break
 		}
 		var err error
-		if msgs, err = readPayloads(e.stdin, args[0]); err != nil {
+		if msgs, err = readPayloads(e.stdin, args[0], how); err != nil {
 			return err
 		}
 	default:
@@ -93,7 +113,7 @@ func notify(ctx context.Context, e *env, url string, args []string) error {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for len(msgs) > 0 {
 			n := min(len(msgs), notifyChunk)
-			if err := pgnotify.Notify(ctx, tx, msgs[:n]...); err != nil {
+			if err := how.send(ctx, tx, msgs[:n]); err != nil {
 				return err
 			}
 			msgs = msgs[n:]
@@ -112,7 +132,7 @@ func notify(ctx context.Context, e *env, url string, args []string) error {
 
 // readPayloads reads every line of r as a payload for channel, checking
 // each; the error names the first bad line.
-func readPayloads(r io.Reader, channel string) ([]pgnotify.Message, error) {
+func readPayloads(r io.Reader, channel string, how sender) ([]pgnotify.Message, error) {
 	var msgs []pgnotify.Message
 	br := bufio.NewReader(r)
 	for lineNo := 1; ; lineNo++ {
@@ -124,7 +144,7 @@ func readPayloads(r io.Reader, channel string) ([]pgnotify.Message, error) {
 			return msgs, nil
 		}
 		line = strings.TrimSuffix(line, "\n")
-		if perr := checkPayload(line); perr != nil {
+		if perr := how.checkPayload(line); perr != nil {
 			return nil, usagef("standard input line %d: payload %v; nothing sent", lineNo, perr)
 		}
 		msgs = append(msgs, pgnotify.Message{Channel: channel, Payload: line})
@@ -134,13 +154,13 @@ func readPayloads(r io.Reader, channel string) ([]pgnotify.Message, error) {
 	}
 }
 
-// checkPayload rejects what the server would: too long, or a NUL byte
-// (text cannot hold one).
-func checkPayload(p string) error {
-	if len(p) > maxPayload {
-		return fmt.Errorf("is %d bytes; the limit is %d", len(p), maxPayload)
+// checkPayload rejects what the server would: too long, or, for NOTIFY, a
+// NUL byte (text cannot hold one).
+func (how sender) checkPayload(p string) error {
+	if len(p) > how.maxPayload {
+		return fmt.Errorf("is %d bytes; the limit is %d", len(p), how.maxPayload)
 	}
-	if strings.IndexByte(p, 0) >= 0 {
+	if !how.allowNUL && strings.IndexByte(p, 0) >= 0 {
 		return errors.New("holds a NUL byte")
 	}
 	return nil

@@ -57,7 +57,7 @@ func runBus(ctx context.Context, cfg config, res *result) error {
 		{key: "1000x10000", subs: 10_000, chans: 1000, n: 500_000 / div},
 	}
 	idleN := 10_000
-	stallSubs, stallN := 100, 50_000/div
+	stallSubs, stallN := 100, 200_000/div
 	churnListened, churnNew := 20_000/div, 1_000/div
 	// NOTIFYs per trial in the real comparison: fewer at K=1000, where the
 	// listening connections are slow, to keep the run bounded.
@@ -285,7 +285,7 @@ func busMarkdown(cfg config, res *result, fanCases []busFanCase, idleN, stallSub
 				times = fmtRatio(bus.Metrics["rate"].Median, r.Metrics["rate"].Median)
 			}
 			t.add(strconv.Itoa(k), r.Name, strconv.Itoa(realM[k]), fmtSummary(r.Metrics["rate"], fmtRate), times,
-				ratioTo(*r, k10, "rate"), fmtRate(r.Metrics["rate"].Median/float64(k)),
+				ratioTo(*r, k10, "rate"), fmtPerSec(r.Metrics["rate"].Median/float64(k)),
 				fmtSummary(r.Metrics["cpu_ns"], fmtF1), fmtSummary(r.Metrics["allocs"], fmtAllocs3))
 		}
 	}
@@ -303,6 +303,14 @@ func fmtAllocs3(v float64) string { return fmt.Sprintf("%.3f", v) }
 func fmtRatioV(v float64) string  { return fmt.Sprintf("%.3f×", v) }
 func fmtOps(v float64) string     { return fmt.Sprintf("%.0f", v) }
 func fmtBytes(v float64) string   { return fmt.Sprintf("%.0f B", v) }
+
+// fmtPerSec prints a rate that may be below a thousand per second.
+func fmtPerSec(v float64) string {
+	if v < 1e3 {
+		return fmt.Sprintf("%.0f /s", v)
+	}
+	return fmtRate(v)
+}
 
 // closeBus closes a Bus with a deadline, reporting a failure on stderr.
 func closeBus(b *pgnotify.Bus) {

@@ -18,8 +18,10 @@ type series struct {
 }
 
 // writeChart draws chart.svg from the saved results: receive rate per
-// implementation (client and backlog) and latency percentiles (p50, p99).
-// Bars are medians; whiskers span min–max over the repetitions.
+// implementation (client and backlog), latency percentiles (p50, p99), and,
+// when the bus results exist, the Bus's deliveries/s against a connection
+// per subscriber at each K. Bars are medians; whiskers span min–max over
+// the repetitions.
 func writeChart(cfg config) error {
 	client, err := load(cfg, "client")
 	if err != nil {
@@ -43,6 +45,10 @@ func writeChart(cfg config) error {
 			{"p99", "#e45756", "p99_us", latency},
 		}
 		y = panel(&body, y+20, width, "NOTIFY→application latency on a real server at 2000/s, µs (lower is better)", latency, lat, 1, "%.0f")
+	}
+	if bus, _ := load(cfg, "bus"); bus != nil {
+		ref, ss := busChartSeries(bus)
+		y = panel(&body, y+20, width, "Bus vs a pgx connection per subscriber (real server, one channel): million deliveries/s (higher is better)", ref, ss, 1e-6, "%.3f")
 	}
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n",
 		width, y+30, width, y+30)
@@ -146,4 +152,24 @@ func trimFloat(v float64) string {
 	s := fmt.Sprintf("%.2f", v)
 	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
 	return s
+}
+
+// busChartSeries reshapes the bus results' real-server rows into one chart
+// row per K with one series per implementation.
+func busChartSeries(bus *result) (*result, []series) {
+	ref := &result{}
+	perImpl := map[string]*result{busKeyBus: {}, busKeyConns: {}}
+	for _, k := range busRealKs {
+		key := fmt.Sprintf("K=%d", k)
+		ref.Rows = append(ref.Rows, row{Key: key, Name: fmt.Sprintf("K = %d subscribers", k)})
+		for impl, r := range perImpl {
+			if src := findRow(bus.Rows, "real "+key, impl); src != nil {
+				r.Rows = append(r.Rows, row{Key: key, Metrics: src.Metrics})
+			}
+		}
+	}
+	return ref, []series{
+		{"pgnotify Bus (1 connection)", "#4c78a8", "rate", perImpl[busKeyBus]},
+		{"pgx connection per subscriber", "#e45756", "rate", perImpl[busKeyConns]},
+	}
 }

@@ -17,6 +17,10 @@ package main
 //	                        round-robin over the connections listening on
 //	                        CHANNEL, each payload starting with the send time
 //	                        (Unix ns, 19 digits); answer "ok CONNS" at once
+//	streamrr PREFIX C N     every connection listening on PREFIX_0 gets N
+//	                        notifications round-robin over the channels
+//	                        PREFIX_0 .. PREFIX_{C-1} (N a multiple of C), as
+//	                        fast as the socket takes them; answer "ok CONNS"
 //	count CHANNEL           answer "ok CONNS"
 //	quit                    exit
 //
@@ -107,6 +111,18 @@ func runFakeServer() error {
 			cs := s.listeners(f[1])
 			for _, c := range cs {
 				go c.stream(f[1], n)
+			}
+			reply = fmt.Sprintf("ok %d", len(cs))
+		case f[0] == "streamrr" && len(f) == 4:
+			c, err1 := strconv.Atoi(f[2])
+			n, err2 := strconv.Atoi(f[3])
+			if err := errors.Join(err1, err2); err != nil || c <= 0 || n%c != 0 {
+				reply = fmt.Sprintf("error streamrr: bad counts %q %q", f[2], f[3])
+				break
+			}
+			cs := s.listeners(f[1] + "_0")
+			for _, conn := range cs {
+				go conn.streamRR(f[1], c, n)
 			}
 			reply = fmt.Sprintf("ok %d", len(cs))
 		case f[0] == "rate" && len(f) == 4:
@@ -338,6 +354,22 @@ func (c *fakeConn) stream(channel string, n int) {
 			return
 		}
 		n -= k
+	}
+}
+
+// streamRR writes n notifications round-robin over the channels
+// PREFIX_0 .. PREFIX_{c-1}, one round of c pre-encoded messages at a time
+// (n is a multiple of c).
+func (c *fakeConn) streamRR(prefix string, channels, n int) {
+	payload := strings.Repeat("x", payloadLen)
+	var round []byte
+	for i := range channels {
+		round = appendMsg(round, &pgproto3.NotificationResponse{PID: c.pid, Channel: prefix + "_" + strconv.Itoa(i), Payload: payload})
+	}
+	for range n / channels {
+		if c.write(round) != nil {
+			return
+		}
 	}
 }
 

@@ -14,8 +14,9 @@ type goal struct {
 	met      string
 }
 
-// writeGoals prints the goals of issue 4 against the saved results: each
-// with the ratio measured in one run (medians), and whether it is met.
+// writeGoals prints the goals of issue 4 (the Manager) and issue 8 (the
+// Bus) against the saved results: each with the ratio measured in one run
+// (medians), and whether it is met.
 func writeGoals(cfg config) error {
 	var gs []goal
 	get := func(scenario string) *result {
@@ -102,5 +103,31 @@ func writeGoals(cfg config) error {
 		}
 	}
 	fmt.Printf("## goals\n\nFrom the results in %s (pgnotify %s).\n\n%s\n", cfg.out, strings.Join(commits, ", "), t.String())
+
+	bus := get("bus")
+	var bs []goal
+	cpu10k := med(bus, "fanout", "1x10000", "cpu_ns")
+	bs = append(bs, goal{"client CPU per delivery, 10,000 subscriptions on one channel", "≤ 100 ns",
+		fmt.Sprintf("%.1f ns (10,000 over 1,000 channels: %.1f ns)", cpu10k, med(bus, "fanout", "1000x10000", "cpu_ns")),
+		verdict(cpu10k <= 100, cpu10k)})
+	idleB := med(bus, "idle", "shared", "bytes")
+	bs = append(bs, goal{"heap per idle subscription", "≤ 2 KiB",
+		fmt.Sprintf("%.0f B (each on its own channel: %.0f B)", idleB, med(bus, "idle", "own", "bytes")),
+		verdict(idleB <= 2048, idleB)})
+	st := med(bus, "stall", "ratio", "ratio")
+	bs = append(bs, goal{"others' rate with a stalled DropOldest subscriber / without", "changes < 10 %",
+		fmt.Sprintf("%.3f×", st), verdict(math.Abs(st-1) < 0.10, st)})
+	r1000 := med(bus, "real K=1000", busKeyBus, "rate") / med(bus, "real K=1000", busKeyConns, "rate")
+	bs = append(bs, goal{"deliveries/s at K = 1000, Bus vs 1000 listening pgx connections (real server)", "≥ 20×",
+		ratio(r1000), verdict(r1000 >= 20, r1000)})
+	t = table{head: []string{"goal (pgnotify Bus)", "target", "measured (same-run medians)", "verdict"}}
+	for _, g := range bs {
+		t.add(g.what, g.target, g.measured, g.met)
+	}
+	busCommit := "not run"
+	if bus != nil {
+		busCommit = bus.Machine.Pgnotify
+	}
+	fmt.Printf("From %s (pgnotify %s).\n\n%s\n", resultPath(cfg, "bus", bus != nil && bus.Quick), busCommit, t.String())
 	return nil
 }

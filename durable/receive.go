@@ -333,9 +333,26 @@ func (r *receiver) goodbye(conn *pgconn.PgConn) error {
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("durable: end replication: %w", pgconn.ErrorResponseToPgError(msg))
 		case *pgproto3.ReadyForQuery:
-			return nil
+			return r.persist(ctx, conn)
 		}
 	}
+}
+
+// persist makes the server save the slot's confirmed position at its next
+// checkpoint, a clean shutdown's included. A confirmation from a stream only
+// changes the position in memory (until PostgreSQL 17, the shutdown
+// checkpoint does not save it either), so without this a restart would
+// deliver acknowledged batches again. pg_replication_slot_advance to the
+// position the slot already has marks it for saving; it needs the slot free,
+// which it is now. A failure only means more batches may come again, so it is
+// not Close's error.
+func (r *receiver) persist(ctx context.Context, conn *pgconn.PgConn) error {
+	sql := fmt.Sprintf("SELECT pg_replication_slot_advance('%s', confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '%s'",
+		r.s.slot, r.s.slot)
+	if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
+		r.log("durable: could not mark the slot's position for saving", "err", err)
+	}
+	return nil
 }
 
 // unsentAck reports an acknowledgement that never reached the server.

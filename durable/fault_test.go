@@ -339,3 +339,53 @@ func checkAll(t *testing.T, got []string, n, wantDup int) {
 		t.Errorf("%d duplicates, want %d (got %q)", dup, wantDup, got)
 	}
 }
+
+// TestSlotInvalidated: a slot the server invalidates (it held more WAL than
+// max_slot_wal_keep_size) ends the stream with ErrSlotInvalidated after Dead,
+// and Open and RetainedWAL report it too.
+func TestSlotInvalidated(t *testing.T) {
+	ctx := testContext(t)
+	slot := newSlot(t, connString)
+	conn := connect(t, connString)
+	setKeep := func(v string) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, "ALTER SYSTEM SET max_slot_wal_keep_size = '"+v+"'"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setKeep("1MB")
+	t.Cleanup(func() { setKeep("-1") })
+
+	s := open(t, connString, slot, []string{"inv"}, fast...)
+	emit(t, conn, "inv", "held")
+	nextBatch(t, ctx, s) // held: the slot cannot advance past it
+	waitUntil(t, 30*time.Second, "the slot invalidated", func() bool {
+		// Each checkpoint invalidates slots whose WAL is older than what
+		// max_slot_wal_keep_size keeps; new segments make it so.
+		for _, sql := range []string{"SELECT pg_switch_wal()", "SELECT pg_logical_emit_message(true, 'x', 'y')", "CHECKPOINT"} {
+			if _, err := conn.Exec(ctx, sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var status *string
+		if err := conn.QueryRow(ctx, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&status); err != nil {
+			t.Fatal(err)
+		}
+		return status != nil && *status == "lost"
+	})
+	if ev := next(t, ctx, s); ev.Kind != pgnotify.Dead {
+		t.Fatalf("event %v, want Dead", ev.Kind)
+	}
+	if _, err := s.Next(ctx); !errors.Is(err, durable.ErrSlotInvalidated) {
+		t.Fatalf("Next: %v, want ErrSlotInvalidated", err)
+	}
+	if _, err := durable.Open(ctx, connString, slot, []string{"inv"}); !errors.Is(err, durable.ErrSlotInvalidated) {
+		t.Fatalf("Open: %v, want ErrSlotInvalidated", err)
+	}
+	if _, err := durable.RetainedWAL(ctx, connString, slot); !errors.Is(err, durable.ErrSlotInvalidated) {
+		t.Fatalf("RetainedWAL: %v, want ErrSlotInvalidated", err)
+	}
+}

@@ -333,3 +333,35 @@ func TestNoReplicationRole(t *testing.T) {
 		t.Fatalf("the server's error is not reachable: %v", err)
 	}
 }
+
+// TestBackpressure: with a read-ahead of two batches, a long backlog still
+// comes whole and in order, and the slot advances as it is acknowledged.
+func TestBackpressure(t *testing.T) {
+	ctx := testContext(t)
+	slot := newSlot(t, connString)
+	conn := connect(t, connString)
+	const n = 200
+	for i := range n {
+		emit(t, conn, "bp", strconv.Itoa(i), strings.Repeat("p", 1000))
+	}
+	s := open(t, connString, slot, []string{"bp"}, append(fast, durable.WithMaxPending(2, 1500))...)
+	var lsns []uint64
+	for i := range n {
+		ev := nextBatch(t, ctx, s)
+		if got := payloads(ev)[0]; got != strconv.Itoa(i) {
+			t.Fatalf("batch %d is %q", i, got)
+		}
+		lsns = append(lsns, ev.LSN)
+	}
+	next := make(chan error, 1)
+	go func() { _, err := s.Next(ctx); next <- err }() // acknowledges the last
+	waitUntil(t, 30*time.Second, "the whole backlog confirmed", func() bool {
+		return readSlot(t, conn, slot).confirmed > pglogrepl.LSN(lsns[n-1])
+	})
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-next; !errors.Is(err, pgnotify.ErrClosed) {
+		t.Fatal(err)
+	}
+}

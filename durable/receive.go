@@ -109,12 +109,20 @@ func (r *receiver) run(conn *pgconn.PgConn) {
 // reading (TCP then holds the server back) but keeps sending them, so the
 // server never drops a slow consumer.
 func (r *receiver) stream(conn *pgconn.PgConn) error {
+	// Reads are bounded by a read deadline on the socket, not by a context:
+	// pgconn watches a cancellable context with a goroutine per call, which
+	// costs more than decoding a message. A timed-out read leaves the
+	// connection usable (pgconn closes it on any other read error), and
+	// Close interrupts a read by moving the deadline to now.
+	nc := conn.Conn()
+	stopWatch := context.AfterFunc(r.ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
+	defer stopWatch()
+	defer func() { _ = nc.SetReadDeadline(time.Time{}) }()
+
 	nextStatus := time.Now().Add(r.interval)
 	lastHeard := time.Now()
+	deadline := time.Time{}
 	for {
-		if err := r.ctx.Err(); err != nil {
-			return err
-		}
 		now := time.Now()
 		if !now.Before(nextStatus) {
 			if now.Sub(lastHeard) > r.silence {
@@ -135,14 +143,19 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 			lastHeard = time.Now()
 			continue
 		}
-		rctx, cancel := context.WithDeadline(r.ctx, nextStatus)
-		msg, err := conn.ReceiveMessage(rctx)
-		cancel()
+		if !deadline.Equal(nextStatus) {
+			deadline = nextStatus
+			_ = nc.SetReadDeadline(deadline)
+		}
+		// After setting the deadline: a Close before it has set its own
+		// (now) already, and one after it is seen here.
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
-			// pgconn keeps the connection open when a wait is
-			// interrupted by its context (a read deadline), and closes it
-			// on any other error.
 			if pgconn.Timeout(err) && !conn.IsClosed() {
+				deadline = time.Time{} // Close may have moved it
 				continue
 			}
 			return err

@@ -115,9 +115,19 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 	// connection usable (pgconn closes it on any other read error), and
 	// Close interrupts a read by moving the deadline to now.
 	nc := conn.Conn()
-	stopWatch := context.AfterFunc(r.ctx, func() { _ = nc.SetReadDeadline(time.Now()) })
-	defer stopWatch()
-	defer func() { _ = nc.SetReadDeadline(time.Time{}) }()
+	fired := make(chan struct{})
+	stopWatch := context.AfterFunc(r.ctx, func() {
+		_ = nc.SetReadDeadline(time.Now())
+		close(fired)
+	})
+	defer func() {
+		// The goodbye reads this connection next: clear the deadline only
+		// once Close's interruption can no longer set it.
+		if !stopWatch() {
+			<-fired
+		}
+		_ = nc.SetReadDeadline(time.Time{})
+	}()
 
 	nextStatus := time.Now().Add(r.interval)
 	lastHeard := time.Now()

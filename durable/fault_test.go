@@ -211,8 +211,10 @@ func TestSlowConsumerOutlivesWalSenderTimeout(t *testing.T) {
 		emit(t, conn, "slow", strconv.Itoa(i))
 	}
 	// The default status interval (10 s) is longer than the timeout: the
-	// stream must shorten it by itself.
-	s := open(t, url, slot, []string{"slow"})
+	// stream must shorten it by itself. A read-ahead of one batch makes the
+	// stream stop reading during the pauses, so only its own status updates
+	// keep the connection alive, not answers to the server's keepalives.
+	s := open(t, url, slot, []string{"slow"}, durable.WithMaxPending(1, 1))
 	pid := readSlot(t, conn, slot).pid
 	for i := range 3 {
 		ev := nextBatch(t, ctx, s)

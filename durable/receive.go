@@ -365,10 +365,11 @@ func (r *receiver) goodbye(conn *pgconn.PgConn) error {
 // checkpoint, a clean shutdown's included. A confirmation from a stream only
 // changes the position in memory (until PostgreSQL 17, the shutdown
 // checkpoint does not save it either), so without this a restart would
-// deliver acknowledged batches again. pg_replication_slot_advance to the
-// position the slot already has marks it for saving; it needs the slot free,
-// which it is now. A failure only means more batches may come again, so it is
-// not Close's error.
+// deliver acknowledged batches again. pg_replication_slot_advance, even to
+// the position the slot already has, marks the slot dirty once it has decoded
+// from restart_lsn ("so it is written out at the next checkpoint", says its
+// source); it needs the slot free, which it is now. A failure only means more
+// batches may come again, so it is not Close's error.
 func (r *receiver) persist(ctx context.Context, conn *pgconn.PgConn) error {
 	sql := fmt.Sprintf("SELECT pg_replication_slot_advance('%s', confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '%s'",
 		r.s.slot, r.s.slot)

@@ -211,8 +211,8 @@ func (s *Stream) Next(ctx context.Context) (pgnotify.Event, error) {
 // Events returns an iterator over [Stream.Next]'s events. It is a
 // single-use stream: ranging over it twice continues where the first loop
 // stopped. Any error, [pgnotify.ErrClosed] and ctx's included, is yielded once,
-// last. Leaving the loop early acknowledges nothing more than the last batch
-// before the one it left on.
+// last. The batch the loop body saw last stays unacknowledged until the next
+// Next or Close.
 func (s *Stream) Events(ctx context.Context) iter.Seq2[pgnotify.Event, error] {
 	return func(yield func(pgnotify.Event, error) bool) {
 		for {
@@ -236,7 +236,9 @@ func (s *Stream) Events(ctx context.Context) iter.Seq2[pgnotify.Event, error] {
 // and Close returns ctx's error; the slot is released when the server notices.
 // If the stream was reconnecting, the last acknowledgements may not have
 // reached the server (Close says so): those batches come again on the next
-// Open. Later calls return nil.
+// Open. Close also asks the server to save the slot's position at its next
+// checkpoint (see the package doc); the server decodes the WAL the slot
+// retains to do so, which ctx bounds. Later calls return nil.
 func (s *Stream) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {

@@ -49,6 +49,19 @@ type txn struct {
 	commit pglogrepl.LSN
 	msgs   []*pgnotify.Notification
 	size   int
+	slab   []pgnotify.Notification // allocated ahead, growing with the transaction
+}
+
+// newNotification returns a notification from the slab: one allocation per
+// chunk instead of one per message in large transactions.
+func (t *txn) newNotification(channel, payload string) *pgnotify.Notification {
+	if len(t.slab) == 0 {
+		t.slab = make([]pgnotify.Notification, min(64, len(t.msgs)+1))
+	}
+	n := &t.slab[0]
+	t.slab = t.slab[1:]
+	n.Channel, n.Payload = channel, payload
+	return n
 }
 
 func newReceiver(s *Stream, ctx context.Context, st serverState) *receiver {
@@ -129,11 +142,14 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 		_ = nc.SetReadDeadline(time.Time{})
 	}()
 
-	nextStatus := time.Now().Add(r.interval)
-	lastHeard := time.Now()
+	// One clock reading per message: now is when the last read returned,
+	// or a fresher time after anything slow.
+	now := time.Now()
+	nextStatus := now.Add(r.interval)
+	lastHeard := now
 	deadline := time.Time{}
+	mayBeFull := true // the queue only grows here: check it again after a push
 	for {
-		now := time.Now()
 		if !now.Before(nextStatus) {
 			if now.Sub(lastHeard) > r.silence {
 				return fmt.Errorf("durable: no message from the server for %v", now.Sub(lastHeard).Round(time.Second))
@@ -145,13 +161,17 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 			}
 			nextStatus = now.Add(r.interval)
 		}
-		if r.s.full() {
-			if err := r.waitSpace(nextStatus); err != nil {
-				return err
+		if mayBeFull {
+			if r.s.full() {
+				if err := r.waitSpace(nextStatus); err != nil {
+					return err
+				}
+				// Not reading is not silence.
+				now = time.Now()
+				lastHeard = now
+				continue
 			}
-			// Not reading is not silence.
-			lastHeard = time.Now()
-			continue
+			mayBeFull = false
 		}
 		if !deadline.Equal(nextStatus) {
 			deadline = nextStatus
@@ -163,6 +183,8 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 			return err
 		}
 		msg, err := conn.ReceiveMessage(context.Background())
+		before := now
+		now = time.Now()
 		if err != nil {
 			if pgconn.Timeout(err) && !conn.IsClosed() {
 				deadline = time.Time{} // Close may have moved it
@@ -170,11 +192,38 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 			}
 			return err
 		}
-		lastHeard = time.Now()
-		if err := r.handle(conn, msg); err != nil {
+		lastHeard = now
+		if r.coalesce(now.Sub(before)) {
+			now = time.Now()
+		}
+		pushed, err := r.handle(conn, msg)
+		if err != nil {
 			return err
 		}
+		mayBeFull = mayBeFull || pushed
 	}
+}
+
+// Read coalescing. The walsender flushes every message on its own, so a
+// stream that keeps up reads one small message per system call, and spends
+// most of its CPU in the kernel waiting for the next. Inside a large
+// transaction nothing can be delivered before its commit anyway: there, when
+// a read had to wait, pausing briefly lets the socket fill, and the next
+// reads take many messages at a time.
+const (
+	coalesceAfter = 16                    // messages into a transaction
+	coalesceWait  = 20 * time.Microsecond // a read that took this long waited for data
+	coalescePause = time.Millisecond      // at most this much later delivery of a large transaction
+)
+
+// coalesce pauses after a read that waited inside a large transaction, and
+// reports whether it did.
+func (r *receiver) coalesce(took time.Duration) bool {
+	if r.txn != nil && len(r.txn.msgs) >= coalesceAfter && took >= coalesceWait {
+		time.Sleep(coalescePause)
+		return true
+	}
+	return false
 }
 
 // waitSpace waits for the consumer to take something from a full queue, or
@@ -192,17 +241,17 @@ func (r *receiver) waitSpace(until time.Time) error {
 }
 
 // handle processes one message of the replication stream.
-func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) error {
+func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) (pushed bool, err error) {
 	switch msg := msg.(type) {
 	case *pgproto3.CopyData:
 		if len(msg.Data) == 0 {
-			return errors.New("durable: empty replication message")
+			return false, errors.New("durable: empty replication message")
 		}
 		switch msg.Data[0] {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
 			ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
 			if err != nil {
-				return fmt.Errorf("durable: %w", err)
+				return false, fmt.Errorf("durable: %w", err)
 			}
 			r.received = max(r.received, ka.ServerWALEnd)
 			// Between transactions, everything before the server's
@@ -212,58 +261,58 @@ func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) erro
 				r.s.skipTo(ka.ServerWALEnd)
 			}
 			if ka.ReplyRequested {
-				return r.sendStatus(conn, false, false)
+				return false, r.sendStatus(conn, false, false)
 			}
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
 			if err != nil {
-				return fmt.Errorf("durable: %w", err)
+				return false, fmt.Errorf("durable: %w", err)
 			}
 			r.received = max(r.received, xld.WALStart)
 			return r.decode(xld.WALData)
 		}
-		return nil
+		return false, nil
 	case *pgproto3.ErrorResponse:
-		return pgconn.ErrorResponseToPgError(msg)
+		return false, pgconn.ErrorResponseToPgError(msg)
 	case *pgproto3.CopyDone, *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
-		return errors.New("durable: the server ended replication")
+		return false, errors.New("durable: the server ended replication")
 	}
 	// Notices and parameter changes.
-	return nil
+	return false, nil
 }
 
 // decode reads one pgoutput message. Only transactions and logical decoding
 // messages matter: the publication is empty, and other kinds are skipped.
-func (r *receiver) decode(data []byte) error {
+func (r *receiver) decode(data []byte) (pushed bool, err error) {
 	if len(data) == 0 {
-		return errors.New("durable: empty pgoutput message")
+		return false, errors.New("durable: empty pgoutput message")
 	}
 	switch pglogrepl.MessageType(data[0]) {
 	case pglogrepl.MessageTypeBegin:
 		var m pglogrepl.BeginMessage
 		if err := m.Decode(data[1:]); err != nil {
-			return fmt.Errorf("durable: %w", err)
+			return false, fmt.Errorf("durable: %w", err)
 		}
 		r.txn = &txn{commit: m.FinalLSN}
 	case pglogrepl.MessageTypeMessage:
 		var m pglogrepl.LogicalDecodingMessage
 		if err := m.Decode(data[1:]); err != nil {
-			return fmt.Errorf("durable: %w", err)
+			return false, fmt.Errorf("durable: %w", err)
 		}
 		// Emit writes only transactional messages; others are not ours.
 		if !m.Transactional || r.txn == nil {
-			return nil
+			return false, nil
 		}
 		ch, ok := channelOf(m.Prefix)
 		if _, want := r.s.channels[ch]; !ok || !want {
-			return nil
+			return false, nil
 		}
-		r.txn.msgs = append(r.txn.msgs, &pgnotify.Notification{Channel: ch, Payload: string(m.Content)})
+		r.txn.msgs = append(r.txn.msgs, r.txn.newNotification(ch, string(m.Content)))
 		r.txn.size += len(m.Content)
 	case pglogrepl.MessageTypeCommit:
 		var m pglogrepl.CommitMessage
 		if err := m.Decode(data[1:]); err != nil {
-			return fmt.Errorf("durable: %w", err)
+			return false, fmt.Errorf("durable: %w", err)
 		}
 		t := r.txn
 		r.txn = nil
@@ -272,7 +321,7 @@ func (r *receiver) decode(data []byte) error {
 		// it saved, which may be older than what this stream has queued.
 		if t == nil || len(t.msgs) == 0 || end <= r.seen {
 			r.s.skipTo(end)
-			return nil
+			return false, nil
 		}
 		r.seen = end
 		r.s.push(item{
@@ -280,8 +329,9 @@ func (r *receiver) decode(data []byte) error {
 			end:  end,
 			size: t.size,
 		})
+		return true, nil
 	}
-	return nil
+	return false, nil
 }
 
 // sendStatus sends a standby status update. It reports what was received as

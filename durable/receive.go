@@ -64,7 +64,7 @@ func (t *txn) newNotification(channel, payload string) *pgnotify.Notification {
 	return n
 }
 
-func newReceiver(s *Stream, ctx context.Context, st serverState) *receiver {
+func newReceiver(ctx context.Context, s *Stream, st serverState) *receiver {
 	r := &receiver{s: s, ctx: ctx, received: st.confirmed, sentFlush: st.confirmed}
 	r.setTimers(st)
 	return r

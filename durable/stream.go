@@ -104,7 +104,7 @@ func Open(ctx context.Context, connString, slot string, channels []string, opts 
 	s.acked = st.confirmed
 	rctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	r := newReceiver(s, rctx, st)
+	r := newReceiver(rctx, s, st)
 	go r.run(conn)
 	return s, nil
 }

@@ -79,7 +79,14 @@ type Option func(*config)
 
 type config struct {
 	maxConnections int
+	logical        bool
+	// walSenderTimeout is wal_sender_timeout; 0 keeps the server's default.
+	walSenderTimeout time.Duration
 }
+
+// logicalSlots is max_replication_slots and max_wal_senders under
+// [WithLogicalReplication]: enough for many tests' slots and streams at once.
+const logicalSlots = 32
 
 // WithMaxConnections sets the server's max_connections. The default is 300;
 // n <= 0 keeps it.
@@ -87,6 +94,24 @@ func WithMaxConnections(n int) Option {
 	return func(c *config) {
 		if n > 0 {
 			c.maxConnections = n
+		}
+	}
+}
+
+// WithLogicalReplication makes the server ready for logical replication:
+// wal_level = logical, 32 replication slots and WAL senders, and
+// synchronous_commit = on: logical decoding sends only flushed WAL, so an
+// asynchronous commit would reach a consumer up to wal_writer_delay late (fsync
+// stays off, so a flush stays cheap). A
+// walSenderTimeout > 0 sets wal_sender_timeout (rounded down to whole
+// milliseconds, at least 1 ms); 0 or less keeps the server's default (60 s).
+// Without this option the server keeps PostgreSQL's wal_level (replica).
+func WithLogicalReplication(walSenderTimeout time.Duration) Option {
+	return func(c *config) {
+		c.logical = true
+		c.walSenderTimeout = 0
+		if walSenderTimeout > 0 {
+			c.walSenderTimeout = max(walSenderTimeout, time.Millisecond)
 		}
 	}
 }
@@ -323,6 +348,13 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 `, port, quote(c.dir), cfg.maxConnections)
+	if cfg.logical {
+		conf += fmt.Sprintf("wal_level = logical\nmax_replication_slots = %d\nmax_wal_senders = %d\nsynchronous_commit = on\n",
+			logicalSlots, logicalSlots)
+		if cfg.walSenderTimeout > 0 {
+			conf += fmt.Sprintf("wal_sender_timeout = '%dms'\n", cfg.walSenderTimeout.Milliseconds())
+		}
+	}
 	path := filepath.Join(c.DataDir(), confFile)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("pgtmp: %w", err)

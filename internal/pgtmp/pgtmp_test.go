@@ -217,3 +217,47 @@ func TestEnvURL(t *testing.T) {
 		stop()
 	}
 }
+
+// TestLogicalReplication checks that the option sets what logical decoding
+// needs, and that a cluster without it keeps the server's defaults.
+func TestLogicalReplication(t *testing.T) {
+	requireServer(t)
+	t.Parallel()
+	ctx := testContext(t)
+	c := start(t, WithLogicalReplication(2*time.Second))
+	conn := connect(t, c)
+	for setting, want := range map[string]string{
+		"wal_level": "logical", "max_replication_slots": "32", "max_wal_senders": "32",
+		"wal_sender_timeout": "2s", "synchronous_commit": "on",
+	} {
+		if got := queryString(t, conn, "SHOW "+setting); got != want {
+			t.Errorf("SHOW %s = %q, want %q", setting, got, want)
+		}
+	}
+	// A logical slot can be made and read: what the option is for.
+	if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('pgtmp_test', 'test_decoding')"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(true, 'p', 'x')"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_logical_slot_get_changes('pgtmp_test', NULL, NULL) WHERE data LIKE '%message:%'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("decoded %d messages, want 1", n)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot('pgtmp_test')"); err != nil {
+		t.Fatal(err)
+	}
+
+	d := start(t, WithLogicalReplication(0))
+	if got := queryString(t, connect(t, d), "SHOW wal_sender_timeout"); got != "1min" {
+		t.Errorf("WithLogicalReplication(0): SHOW wal_sender_timeout = %q, want the default 1min", got)
+	}
+	e := start(t)
+	if got := queryString(t, connect(t, e), "SHOW wal_level"); got != "replica" {
+		t.Errorf("without the option: SHOW wal_level = %q, want the default replica", got)
+	}
+}

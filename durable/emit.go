@@ -1,0 +1,81 @@
+package durable
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/seed-c59d106d/pgnotify"
+)
+
+// MaxPayloadLen is the largest payload [Emit] accepts, in bytes. The server
+// would take up to 1 GiB, but a decoded message must fit, with its framing,
+// in one allocation of the walsender (1 GiB): a message near that size makes
+// the slot fail at that point every time it is read, for good. 64 MiB leaves
+// ample room, and every such message is also held in the consumer's memory.
+const MaxPayloadLen = 64 << 20
+
+// prefix is the namespace of the logical decoding messages this package
+// writes: a message's prefix is prefix + its channel. Other prefixes (other
+// programs' messages) are skipped by every stream.
+const prefix = "pgnotify:"
+
+// emitOne and emitMany write transactional logical decoding messages. Many
+// go as two arrays in one statement, whatever their number (a SELECT list
+// would hit the 1664-column limit); unnest yields the rows in array order and
+// the aggregate evaluates its argument row by row, which keeps the order.
+const (
+	emitOne  = `SELECT pg_logical_emit_message(true, $1::text, $2::bytea)`
+	emitMany = `SELECT count(pg_logical_emit_message(true, p, c)) FROM unnest($1::text[], $2::bytea[]) AS m(p, c)`
+)
+
+// Emit writes msgs into the write-ahead log as logical decoding messages, in
+// order, in one round trip. They are transactional: when db is a transaction
+// (pgx.Tx) they commit or roll back with it, and consumers see them only once
+// it commits, as one batch; on a connection or pool outside a transaction they
+// form a transaction of their own. db is anything that can Exec: *pgx.Conn,
+// pgx.Tx, *pgxpool.Pool, *pgxpool.Conn.
+//
+// Every channel is checked with [pgnotify.ValidateChannel] and every payload's
+// length against [MaxPayloadLen] (an error wrapping
+// [pgnotify.ErrPayloadTooLong]) before anything is sent: one bad message sends
+// none. Payloads are bytes as far as the server is concerned: any content,
+// NUL bytes included, arrives unchanged. Exact duplicates are kept. No
+// messages is a no-op. The role needs no special privilege; the server needs
+// wal_level = logical (without it the messages are written but no stream
+// can read them, and no error is raised).
+func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) error {
+	for _, m := range msgs {
+		if err := pgnotify.ValidateChannel(m.Channel); err != nil {
+			return err
+		}
+		if len(m.Payload) > MaxPayloadLen {
+			return &payloadError{channel: m.Channel, size: len(m.Payload)}
+		}
+	}
+	var err error
+	switch len(msgs) {
+	case 0:
+		return nil
+	case 1:
+		_, err = db.Exec(ctx, emitOne, prefix+msgs[0].Channel, []byte(msgs[0].Payload))
+	default:
+		prefixes := make([]string, len(msgs))
+		payloads := make([][]byte, len(msgs))
+		for i, m := range msgs {
+			prefixes[i] = prefix + m.Channel
+			payloads[i] = []byte(m.Payload)
+		}
+		_, err = db.Exec(ctx, emitMany, prefixes, payloads)
+	}
+	if err != nil {
+		return fmt.Errorf("durable: emit %d message(s): %w", len(msgs), err)
+	}
+	return nil
+}
+
+// channelOf returns the channel of a message prefix, and whether the prefix
+// is in this package's namespace.
+func channelOf(msgPrefix string) (string, bool) {
+	return strings.CutPrefix(msgPrefix, prefix)
+}

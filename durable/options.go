@@ -1,0 +1,71 @@
+package durable
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Option configures [Open].
+type Option func(*config)
+
+type config struct {
+	statusInterval time.Duration
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	logger         *slog.Logger // nil: no logging
+
+	// Limits on what the stream reads ahead of the consumer. Tests lower
+	// them; a batch that alone exceeds maxPendingBytes is still read.
+	maxPendingItems int
+	maxPendingBytes int
+}
+
+func defaultConfig() config {
+	return config{
+		statusInterval:  10 * time.Second,
+		backoffMin:      100 * time.Millisecond,
+		backoffMax:      10 * time.Second,
+		maxPendingItems: 4096,
+		maxPendingBytes: 16 << 20,
+	}
+}
+
+// WithStatusInterval sets how often the stream sends the server a standby
+// status update: the acknowledged position, and a sign of life. An
+// acknowledgement reaches the server within this interval. The default is 10
+// seconds; it is shortened to a third of the server's wal_sender_timeout when
+// that is shorter, so the server never drops a slow consumer. d <= 0 keeps the
+// default.
+func WithStatusInterval(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.statusInterval = d
+		}
+	}
+}
+
+// WithReconnect sets the backoff between reconnection attempts after the
+// stream's connection is lost: the first wait is about lo, each failure
+// doubles it up to hi, each wait is jittered (between half and all of it),
+// and it starts again from lo once a connection has stayed up for hi. The
+// default is 100 ms to 10 s. Values <= 0 keep the defaults; hi is raised to lo if
+// lower. The stream always reconnects; it ends only on Close or on a
+// permanent error (see [Open]).
+func WithReconnect(lo, hi time.Duration) Option {
+	return func(c *config) {
+		if lo > 0 {
+			c.backoffMin = lo
+		}
+		if hi > 0 {
+			c.backoffMax = hi
+		}
+		c.backoffMax = max(c.backoffMax, c.backoffMin)
+	}
+}
+
+// WithLogger makes the stream log its connection losses, reconnection
+// attempts and their failures. By default it logs nothing. Payloads are never
+// logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}

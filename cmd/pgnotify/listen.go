@@ -19,7 +19,7 @@ const closeTimeout = 10 * time.Second
 
 var listenCommand = &command{
 	name:     "listen",
-	synopsis: "[-d URL]... [-format json|text] [-n COUNT] [-idle DUR] CHANNEL...",
+	synopsis: "[-d URL]... [-format json|text] [-n COUNT] [-idle DUR] [-durable -slot NAME [-create-slot]] CHANNEL...",
 	summary:  "listen on channels in one or more databases and print one line per notification",
 	usage: `
 listen LISTENs on every CHANNEL in every database given with -d (repeat it
@@ -51,8 +51,19 @@ count), and after -idle with no notification (counted from the start and
 from each notification). Ctrl-C (SIGINT) or SIGTERM also exits 0, with a
 one-line summary on standard error.
 
+With -durable -slot NAME, listen reads the messages pgnotify emit (package
+durable) writes, from the replication slot NAME, instead of NOTIFY: what is
+sent while no listener runs waits in the slot. A batch (one transaction's
+messages) is acknowledged once printed, whole, so -n ends at the end of the
+batch that reaches COUNT; a batch printed just before a crash may be printed
+again. JSON lines then carry "lsn", the transaction's commit LSN (the same
+when a batch comes again), and pid 0. -create-slot creates the slot if it
+is missing (the server needs wal_level = logical; the role REPLICATION); a
+slot keeps WAL until it is dropped. A dead line there loses nothing.
+
 Examples:
   pgnotify listen orders
+  pgnotify listen -durable -slot mailer -create-slot invoices   # nothing lost between runs
   pgnotify listen -format text -d postgres://app@db1/app -d postgres://app@db2/app orders Jobs
   pgnotify listen -n 1 -idle 30s deploy_done     # wait for one, at most 30s of silence
   pgnotify listen orders | jq -r .payload

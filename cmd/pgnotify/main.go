@@ -4,11 +4,14 @@
 //	pgnotify listen [-d URL]... [-format json|text] [-n COUNT] [-idle DUR] CHANNEL...
 //	pgnotify notify [-d URL] CHANNEL [PAYLOAD]
 //	pgnotify stats  [-d URL]
+//	pgnotify emit   [-d URL] CHANNEL [PAYLOAD]
+//	pgnotify listen -durable -slot NAME [-create-slot] CHANNEL...
 //
 // listen prints one line per notification, as it arrives, from every database
 // at once, and reconnects by itself; notify sends one payload, or every line
 // of standard input in one transaction; stats shows how full the server's
-// notification queue is. Run pgnotify -h for the whole usage.
+// notification queue is; emit and listen -durable do what notify and listen
+// do over package durable, where nothing is lost while no one listens. Run pgnotify -h for the whole usage.
 //
 // Install it with
 //
@@ -224,6 +227,8 @@ Examples:
   pgnotify notify orders '{"id": 42}'          # send one
   seq 3 | pgnotify notify jobs                 # send "1", "2", "3" in one transaction
   pgnotify stats                               # how full is the notification queue?
+  pgnotify emit invoices 42                    # durable: kept in a replication slot
+  pgnotify listen -durable -slot mailer -create-slot invoices   # read them, nothing lost
 `)
 }
 

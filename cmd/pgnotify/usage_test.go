@@ -13,9 +13,10 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-h"}, []string{"listen", "notify", "stats", "DATABASE_URL", "Exit status", "Examples:"}},
+		{[]string{"-h"}, []string{"listen", "notify", "stats", "emit", "DATABASE_URL", "Exit status", "Examples:"}},
+		{[]string{"emit", "-h"}, []string{"Usage: pgnotify emit", "-d URL", "standard input", "one transaction", "wal_level", "Examples:"}},
 		{[]string{"help"}, []string{"listen", "notify", "stats"}},
-		{[]string{"listen", "-h"}, []string{"Usage: pgnotify listen", "-d URL", "-format", "-n COUNT", "-idle DUR", `"event":"dead"`, `"event":"recovered"`, "#2", "Examples:", "DATABASE_URL"}},
+		{[]string{"listen", "-h"}, []string{"Usage: pgnotify listen", "-d URL", "-format", "-n COUNT", "-idle DUR", `"event":"dead"`, `"event":"recovered"`, "#2", "Examples:", "DATABASE_URL", "-durable", "-slot", "-create-slot", "lsn"}},
 		{[]string{"notify", "-h"}, []string{"Usage: pgnotify notify", "-d URL", "standard input", "one transaction", "7999", "Examples:"}},
 		{[]string{"stats", "-h"}, []string{"Usage: pgnotify stats", "-d URL", "pg_notification_queue_usage", "Examples:"}},
 	} {
@@ -44,9 +45,12 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{nil, "no command"},
 		{[]string{"bogus"}, `unknown command "bogus"`},
-		{[]string{"emit", "ch", "x"}, `unknown command "emit"`},
+		{[]string{"emit"}, "no CHANNEL"},
+		{[]string{"emit", long, "p"}, "invalid channel name"},
 		{[]string{"listen", "-x", "ch"}, "-x"},
-		{[]string{"listen", "-durable", "ch"}, "-durable"},
+		{[]string{"listen", "-durable", "ch"}, "-slot"},
+		{[]string{"listen", "-slot", "s", "ch"}, "-durable"},
+		{[]string{"listen", "-durable", "-slot", "s", ""}, "invalid channel name"},
 		{[]string{"listen"}, "no CHANNEL"},
 		{[]string{"listen", "-format", "xml", "ch"}, "json or text"},
 		{[]string{"listen", "-n", "-1", "ch"}, "-n"},

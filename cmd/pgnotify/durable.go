@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/durable"
+)
+
+// The durable parts: emit, and listen -durable. They join the command
+// table and listen's modes here, so the rest of the tool does not know
+// package durable.
+func init() {
+	commands = append(commands, emitCommand)
+	listenModes = append(listenModes, durableMode)
+}
+
+var emitCommand = &command{
+	name:     "emit",
+	synopsis: "[-d URL] CHANNEL [PAYLOAD]",
+	summary:  "send a durable message (package durable), or one per line of standard input",
+	usage: `
+emit is notify over package durable: it writes PAYLOAD on CHANNEL into the
+write-ahead log as a logical decoding message, which a replication slot
+keeps until a consumer (pgnotify listen -durable) confirms it, so nothing is
+lost while nobody listens. With no PAYLOAD, every line of standard input is
+one payload, without its newline (a last line without one counts too): all
+lines are checked before anything is sent, then sent in one transaction, in
+order; one bad line sends nothing; empty input sends nothing. Identical
+payloads are all kept.
+
+The server needs wal_level = logical; messages emitted before a slot exists
+are in no slot. A payload is at most 64 MiB, and may hold any bytes but the
+newline that ends a line of standard input.
+
+Examples:
+  pgnotify emit orders 42
+  seq 3 | pgnotify emit jobs                       # three messages, one transaction
+`,
+	flags: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		url := singleDatabase(fs)
+		return func(ctx context.Context, e *env, args []string) error {
+			return send(ctx, e, *url, args, emitSender)
+		}
+	},
+}
+
+// emitSender sends with durable.Emit.
+var emitSender = sender{
+	verb:       "emit",
+	maxPayload: durable.MaxPayloadLen,
+	allowNUL:   true,
+	send: func(ctx context.Context, tx pgx.Tx, msgs []pgnotify.Message) error {
+		return durable.Emit(ctx, tx, msgs...)
+	},
+}
+
+// durableMode is listen -durable -slot NAME [-create-slot].
+func durableMode(fs *flag.FlagSet) func(context.Context, []*database, []string) (listenSource, error) {
+	on := fs.Bool("durable", false, "read durable messages (pgnotify emit) from a replication slot instead of\nNOTIFY: nothing is lost while pgnotify is not running; needs -slot")
+	slot := fs.String("slot", "", "with -durable: the replication slot `NAME` to read (one reader at a time)")
+	create := fs.Bool("create-slot", false, "with -durable: create the slot (and the publication it needs) if missing;\nit keeps WAL until dropped: SELECT pg_drop_replication_slot('NAME')")
+	return func(ctx context.Context, dbs []*database, channels []string) (listenSource, error) {
+		if !*on {
+			if *slot != "" || *create {
+				return nil, usagef("-slot and -create-slot need -durable")
+			}
+			return nil, nil
+		}
+		if *slot == "" {
+			return nil, usagef("-durable needs -slot NAME")
+		}
+		return openDurable(ctx, dbs, *slot, *create, channels)
+	}
+}
+
+// durableSource reads one durable stream per database. A batch is
+// acknowledged when listen asks for the next event, so each stream's Next
+// is only called once listen has printed what it returned before.
+type durableSource struct {
+	streams []*durable.Stream
+	labels  []string
+	events  chan durableEvent
+	printed []chan struct{} // one per stream: listen has printed its last event
+	last    int             // the stream whose event listen printed last; -1 at first
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+type durableEvent struct {
+	i   int
+	ev  pgnotify.Event
+	err error
+}
+
+func openDurable(ctx context.Context, dbs []*database, slot string, create bool, channels []string) (*durableSource, error) {
+	s := &durableSource{events: make(chan durableEvent), last: -1, done: make(chan struct{})}
+	for _, db := range dbs {
+		url := db.url
+		if create {
+			if err := durable.CreateSlot(ctx, url, slot); err != nil {
+				s.closeStreams(context.WithoutCancel(ctx))
+				return nil, fmt.Errorf("%s: %w", db.label, err)
+			}
+		}
+		st, err := durable.Open(ctx, url, slot, channels)
+		if err != nil {
+			s.closeStreams(context.WithoutCancel(ctx))
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, durable.ErrSlotMissing) {
+				return nil, fmt.Errorf("%s: %w (add -create-slot to create it)", db.label, err)
+			}
+			return nil, fmt.Errorf("%s: %w", db.label, err)
+		}
+		s.streams = append(s.streams, st)
+		s.labels = append(s.labels, db.label)
+		s.printed = append(s.printed, make(chan struct{}, 1))
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	running := len(s.streams)
+	finished := make(chan struct{}, running)
+	for i, st := range s.streams {
+		go func() {
+			defer func() { finished <- struct{}{} }()
+			for {
+				ev, err := st.Next(rctx)
+				select {
+				case s.events <- durableEvent{i, ev, err}:
+				case <-rctx.Done():
+					return
+				}
+				if err != nil {
+					return
+				}
+				select {
+				case <-s.printed[i]:
+				case <-rctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		for range running {
+			<-finished
+		}
+		close(s.done)
+	}()
+	return s, nil
+}
+
+func (s *durableSource) wholeBatches() bool { return true }
+
+func (s *durableSource) next(ctx context.Context) (string, pgnotify.Event, error) {
+	if s.last >= 0 {
+		s.printed[s.last] <- struct{}{}
+		s.last = -1
+	}
+	select {
+	case e := <-s.events:
+		if e.err != nil {
+			return "", e.ev, fmt.Errorf("%s: %w", s.labels[e.i], e.err)
+		}
+		s.last = e.i
+		return s.labels[e.i], e.ev, nil
+	case <-ctx.Done():
+		return "", pgnotify.Event{}, ctx.Err()
+	}
+}
+
+// close acknowledges what listen printed last (Close does), and ends every
+// stream.
+func (s *durableSource) close(ctx context.Context) error {
+	s.stop()
+	<-s.done
+	return s.closeStreams(ctx)
+}
+
+func (s *durableSource) closeStreams(ctx context.Context) error {
+	var errs []error
+	for _, st := range s.streams {
+		if err := st.Close(ctx); err != nil && !errors.Is(err, pgnotify.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -125,7 +125,11 @@
 // Which to use: [Wait] for one connection read in the caller's goroutine;
 // a [Manager] for one consumer of many connections, to one database or to
 // many servers; a Bus for many consumers of one database, which then costs
-// the server one listening backend instead of one per consumer.
+// the server one listening backend instead of one per consumer. When a
+// message must not be lost while nobody listens, use package
+// github.com/seed-c59d106d/pgnotify/durable instead of NOTIFY: messages
+// written into the WAL in the producer's transaction and read, at least
+// once, from a replication slot (wal_level = logical).
 //
 // # Wait
 //

@@ -217,8 +217,9 @@ Run pgnotify <command> -h for a command's flags and examples.
 `+connectionHelp+`
 Exit status: 0 ok (also after listen's -n or -idle, or Ctrl-C); 1 runtime
 failure (unreachable server, server error); 2 usage or invalid input
-(unknown command or flag, no channel, an invalid channel name, a payload of
-8000 bytes or more), in which case nothing was sent. Every error is one line
+(unknown command or flag, no channel, an invalid channel name, a payload too
+long: 8000 bytes or more for notify, over 64 MiB for emit), in which case
+nothing was sent. Every error is one line
 on standard error.
 
 Examples:

@@ -102,7 +102,7 @@ func runDurable(ctx context.Context, cfg config, res *result) error {
 				}
 				got[k].tput[per] = append(got[k].tput[per], s)
 				if cfg.verbose {
-					logf("durable rep %d %3d msg/tx %-7s %s msg/s (%d messages)", rep, per, k, fmtRate(s.rate()), s.n)
+					logf("durable rep %d %3d msg/tx %-7s %s (%d messages)", rep, per, k, fmtRate(s.rate()), s.n)
 				}
 			}
 		}
@@ -113,7 +113,7 @@ func runDurable(ctx context.Context, cfg config, res *result) error {
 			}
 			got[k].replay = append(got[k].replay, r)
 			if cfg.verbose {
-				logf("durable rep %d replay     %-7s %s msg/s, client %.0f ns/msg = %.0f%% of a core, server process %.0f%% of a core",
+				logf("durable rep %d replay     %-7s %s, client %.0f ns/msg = %.0f%% of a core, server process %.0f%% of a core",
 					rep, k, fmtRate(r.rate()), r.cpuPer(), r.clientShare()*100, r.serverShare()*100)
 			}
 		}
@@ -139,17 +139,19 @@ func runDurable(ctx context.Context, cfg config, res *result) error {
 			r.Metrics[fmt.Sprintf("tput%d_rate", per)] = summarize(rate)
 			r.Metrics[fmt.Sprintf("tput%d_cpu_ns", per)] = summarize(cpu)
 		}
-		var rate, cpu, share, server []float64
+		var rate, cpu, share, server, atMax []float64
 		for _, s := range t.replay {
 			rate = append(rate, s.rate())
 			cpu = append(cpu, s.cpuPer())
 			share = append(share, s.clientShare()*100)
 			server = append(server, s.serverShare()*100)
+			atMax = append(atMax, s.cpu.Seconds()/s.server.Seconds()*100)
 		}
 		r.Metrics["replay_rate"] = summarize(rate)
 		r.Metrics["replay_cpu_ns"] = summarize(cpu)
 		r.Metrics["replay_client_pct"] = summarize(share)
 		r.Metrics["replay_server_pct"] = summarize(server)
+		r.Metrics["replay_client_at_server_max_pct"] = summarize(atMax)
 		res.Rows = append(res.Rows, r)
 	}
 
@@ -173,6 +175,9 @@ func runDurable(ctx context.Context, cfg config, res *result) error {
 	add("consumer CPU per message in replay (ns)", "replay_cpu_ns", fmtNs)
 	add("consumer CPU during replay (% of one core)", "replay_client_pct", pct)
 	add("server process CPU during replay (% of one core)", "replay_server_pct", pct)
+	m := "replay_client_at_server_max_pct"
+	t.add("consumer CPU with the walsender at one full core (% of one core; consumer CPU / walsender CPU)", "n/a",
+		fmtSummary(d.Metrics[m], pct), "")
 
 	res.Markdown = fmt.Sprintf("Package durable against NOTIFY on one real server (wal_level = logical, synchronous_commit = on, fsync off), "+
 		"interleaved per repetition (NOTIFY, then durable, for each measure); 32-byte payloads; median (min–max) over %d repetitions.\n\n"+
@@ -184,7 +189,10 @@ func runDurable(ctx context.Context, cfg config, res *result) error {
 		"- Replay: %d messages written 100 per transaction while nobody reads (NOTIFY: a listener connected but paused, as NOTIFY keeps "+
 		"nothing for a disconnected one; durable: no stream open, the slot holds them), then read to the end. The durable clock starts "+
 		"before `Open` (connection and slot start included); NOTIFY's at the first read. The consumer's CPU is this process's "+
-		"(only the consumer runs); the server process is the walsender (durable) or the listener's backend (NOTIFY), from /proc.\n\n%s",
+		"(only the consumer runs); the server process is the walsender (durable; its whole life, which begins at `Open`) or the listener's backend (NOTIFY; "+
+		"during the read only: it sent what the socket buffer took while the listener was paused), from /proc/<pid>/stat in 10 ms ticks. "+
+		"On a shared 2-core machine neither process may get a full core, so the consumer's CPU at the walsender's maximum rate is "+
+		"taken as the ratio of their CPU times over the same replay: what the consumer would need if the walsender ran flat out.\n\n%s",
 		cfg.reps, p.rounds, p.warmup, p.writers, p.writeFor, p.backlog, t.String())
 	return nil
 }

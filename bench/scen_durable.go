@@ -56,7 +56,7 @@ const clockTicks = 100
 // runDurable measures package durable against NOTIFY on one throwaway
 // server with wal_level = logical.
 func runDurable(ctx context.Context, cfg config, res *result) error {
-	p := durParams{rounds: 2000, warmup: 100, writers: 8, writeFor: 3 * time.Second, backlog: 200_000}
+	p := durParams{rounds: 5000, warmup: 100, writers: 8, writeFor: 3 * time.Second, backlog: 200_000}
 	if cfg.quick {
 		p = durParams{rounds: 500, warmup: 50, writers: 8, writeFor: time.Second, backlog: 20_000}
 	}

@@ -145,13 +145,17 @@ func runDurable(ctx context.Context, cfg config, res *result) error {
 			cpu = append(cpu, s.cpuPer())
 			share = append(share, s.clientShare()*100)
 			server = append(server, s.serverShare()*100)
-			atMax = append(atMax, s.cpu.Seconds()/s.server.Seconds()*100)
+			if k == durKeyDurable && s.server > 0 { // NOTIFY has no walsender
+				atMax = append(atMax, s.cpu.Seconds()/s.server.Seconds()*100)
+			}
 		}
 		r.Metrics["replay_rate"] = summarize(rate)
 		r.Metrics["replay_cpu_ns"] = summarize(cpu)
 		r.Metrics["replay_client_pct"] = summarize(share)
 		r.Metrics["replay_server_pct"] = summarize(server)
-		r.Metrics["replay_client_at_server_max_pct"] = summarize(atMax)
+		if len(atMax) > 0 { // JSON has no NaN
+			r.Metrics["replay_client_at_server_max_pct"] = summarize(atMax)
+		}
 		res.Rows = append(res.Rows, r)
 	}
 

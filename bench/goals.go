@@ -14,8 +14,8 @@ type goal struct {
 	met      string
 }
 
-// writeGoals prints the goals of issue 4 (the Manager) and issue 8 (the
-// Bus) against the saved results: each with the ratio measured in one run
+// writeGoals prints the goals of issue 4 (the Manager), issue 8 (the Bus)
+// and issue 9 (package durable) against the saved results: each with the ratio measured in one run
 // (medians), and whether it is met.
 func writeGoals(cfg config) error {
 	var gs []goal
@@ -34,7 +34,11 @@ func writeGoals(cfg config) error {
 		if row == nil {
 			return math.NaN()
 		}
-		return row.Metrics[metric].Median
+		s, ok := row.Metrics[metric]
+		if !ok { // a result saved before the metric existed
+			return math.NaN()
+		}
+		return s.Median
 	}
 	verdict := func(ok bool, vals ...float64) string {
 		for _, v := range vals {
@@ -129,5 +133,26 @@ func writeGoals(cfg config) error {
 		busCommit = bus.Machine.Pgnotify
 	}
 	fmt.Printf("From %s (pgnotify %s).\n\n%s\n", resultPath(cfg, "bus", bus != nil && bus.Quick), busCommit, t.String())
+
+	dur := get("durable")
+	var ds []goal
+	atMax := med(dur, "", durKeyDurable, "replay_client_at_server_max_pct")
+	share := med(dur, "", durKeyDurable, "replay_client_pct")
+	ds = append(ds, goal{"the stream is never the bottleneck: consumer CPU at the walsender's maximum rate (backlog replay)",
+		"≤ 30 % of one core",
+		fmt.Sprintf("%.0f %% (consumer CPU / walsender CPU; measured share %.0f %% with the walsender at %.0f %%)",
+			atMax, share, med(dur, "", durKeyDurable, "replay_server_pct")),
+		verdict(atMax <= 30, atMax)})
+	lp := med(dur, "", durKeyDurable, "p50_us") / med(dur, "", durKeyNotify, "p50_us")
+	ds = append(ds, goal{"latency p50, one in flight, durable vs NOTIFY", "≤ 3×", ratio(lp), verdict(lp <= 3, lp)})
+	t = table{head: []string{"goal (package durable)", "target", "measured (same-run medians)", "verdict"}}
+	for _, g := range ds {
+		t.add(g.what, g.target, g.measured, g.met)
+	}
+	durCommit := "not run"
+	if dur != nil {
+		durCommit = dur.Machine.Pgnotify
+	}
+	fmt.Printf("From %s (pgnotify %s).\n\n%s\n", resultPath(cfg, "durable", dur != nil && dur.Quick), durCommit, t.String())
 	return nil
 }

@@ -22,9 +22,12 @@
 //	bus      the Bus: fan-out to 1..10,000 subscriptions, idle memory, a
 //	         stalled subscriber, subscribe + close churn, and the Bus vs a
 //	         pgx connection per subscriber at K = 10, 100, 1000 (real server)
+//	durable  package durable against NOTIFY on one real server (wal_level =
+//	         logical): one-in-flight latency, throughput at 1 and 100
+//	         messages per transaction, replay of a 200 k backlog, client CPU
 //	all      every scenario above, then chart and goals
 //	chart    write chart.svg from the saved client, backlog and latency results
-//	goals    print issue 4's and issue 8's goals against the saved results
+//	goals    print issues 4's, 8's and 9's goals against the saved results
 //
 // The program starts its own servers: a throwaway PostgreSQL cluster
 // (internal/pgtmp) for the real-server scenarios, and for the fake one
@@ -109,7 +112,7 @@ func main() {
 	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|all|chart|goals ...\n\nflags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|all|chart|goals ...\n\nflags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -132,7 +135,7 @@ func main() {
 		os.Exit(2)
 	}
 	if len(scenarios) == 1 && scenarios[0] == "all" {
-		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "bus", "chart", "goals"}
+		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "bus", "durable", "chart", "goals"}
 	}
 	// Taken once, at start: go run has just compiled the library, and a
 	// commit made while the scenarios run must not relabel them.
@@ -174,6 +177,7 @@ var scenarioFuncs = map[string]func(context.Context, config, *result) error{
 	"idle":    runIdle,
 	"drain":   runDrain,
 	"bus":     runBus,
+	"durable": runDurable,
 }
 
 func run(ctx context.Context, cfg config, name string) error {

@@ -14,13 +14,13 @@ import (
 // the notifier and the benchmark's own spare connections.
 const maxConnections = 1100
 
-// startReal starts a throwaway PostgreSQL cluster for a scenario and records
-// its version in res.
-func startReal(ctx context.Context, res *result) (*pgtmp.Cluster, error) {
+// startReal starts a throwaway PostgreSQL cluster for a scenario, with opts
+// after the benchmark's max_connections, and records its version in res.
+func startReal(ctx context.Context, res *result, opts ...pgtmp.Option) (*pgtmp.Cluster, error) {
 	logf("starting a throwaway PostgreSQL cluster (max_connections %d)", maxConnections)
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, err := pgtmp.Start(sctx, pgtmp.WithMaxConnections(maxConnections))
+	c, err := pgtmp.Start(sctx, append([]pgtmp.Option{pgtmp.WithMaxConnections(maxConnections)}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

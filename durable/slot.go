@@ -166,6 +166,19 @@ func (st serverState) checkKind(slot string) error {
 	return nil
 }
 
+// slotConn checks the slot's name, then opens a replication connection for
+// a command on it.
+func slotConn(ctx context.Context, connString, slot string) (*pgconn.PgConn, error) {
+	if err := checkSlotName(slot); err != nil {
+		return nil, err
+	}
+	cfg, err := replicationConfig(connString)
+	if err != nil {
+		return nil, err
+	}
+	return connectReplication(ctx, cfg)
+}
+
 // CreateSlot creates the logical replication slot that [Open] reads, with the
 // pgoutput plugin, and first the publication pgoutput needs ([Publication],
 // empty) if it is missing. If the slot already exists as such a slot in this
@@ -183,14 +196,7 @@ func (st serverState) checkKind(slot string) error {
 // wal_level = logical ([ErrWalLevel]). Creating a slot waits for the
 // transactions running at that moment to end; ctx bounds the wait.
 func CreateSlot(ctx context.Context, connString, slot string) error {
-	if err := checkSlotName(slot); err != nil {
-		return err
-	}
-	cfg, err := replicationConfig(connString)
-	if err != nil {
-		return err
-	}
-	conn, err := connectReplication(ctx, cfg)
+	conn, err := slotConn(ctx, connString, slot)
 	if err != nil {
 		return err
 	}
@@ -230,14 +236,7 @@ func CreateSlot(ctx context.Context, connString, slot string) error {
 // slot (close it first) and with [ErrSlotMissing] if there is no such slot.
 // The publication stays: other slots use it.
 func DropSlot(ctx context.Context, connString, slot string) error {
-	if err := checkSlotName(slot); err != nil {
-		return err
-	}
-	cfg, err := replicationConfig(connString)
-	if err != nil {
-		return err
-	}
-	conn, err := connectReplication(ctx, cfg)
+	conn, err := slotConn(ctx, connString, slot)
 	if err != nil {
 		return err
 	}

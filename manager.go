@@ -28,12 +28,15 @@ import (
 // returns or [Manager.TakeGarbage] hands it back: use it only through
 // [Manager.Do], [Manager.Listen] and [Manager.Unlisten].
 type Manager struct {
-	cfg     config
+	cfg     config       // read-only after NewManager
 	timeout atomic.Int64 // time.Duration; NoTimeout, 0 or > 0
 
 	signal   chan struct{} // cap 1: the ready queue or the set changed
 	closedCh chan struct{} // closed by Close
-	stats    counters
+	// loans is unbuffered: a waiter's offer (see loan) is taken only by a
+	// consumer blocked in Next at that moment.
+	loans chan *loan
+	stats counters
 
 	// ctx is cancelled by Close; automatic reconnects dial under it.
 	ctx    context.Context
@@ -51,8 +54,10 @@ type Manager struct {
 	// idle is the consumer's.
 	idle idleTimer
 
-	mu      sync.Mutex
-	members map[*pgx.Conn]*member  // live members, and dead ones whose Dead event is not yet yielded
+	mu sync.Mutex // guards the fields below, and each member's seq
+	// members are the live and stopping members, and dead ones whose Dead
+	// event is not yet yielded.
+	members map[*pgx.Conn]*member
 	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
 	// removed holds removed members whose pending notifications are not
 	// all yielded yet: adding the connection again carries them over, so
@@ -63,8 +68,9 @@ type Manager struct {
 	recovering map[*pgx.Conn]struct{}
 	deaths     map[string]uint64 // Dead events yielded, by causeClass
 	ready      fifo
+	popped     [1]Event // popLocked's scratch, so that a batch costs no allocation
 	garbage    []Garbage
-	pass       *pass // the drain pass in progress, if any; its events are the consumer's once collected
+	pass       *drainPass // the drain pass in progress, if any
 	seq        uint64
 	closed     bool
 }
@@ -75,6 +81,7 @@ func NewManager(opts ...Option) *Manager {
 		cfg:      newConfig(opts),
 		signal:   make(chan struct{}, 1),
 		closedCh: make(chan struct{}),
+		loans:    make(chan *loan),
 		members:  make(map[*pgx.Conn]*member),
 		adding:   make(map[*pgx.Conn]struct{}),
 		removed:  make(map[*pgx.Conn]*member),
@@ -171,7 +178,6 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	}
 	committed = true
 	for _, w := range ws {
-		delete(m.adding, w.conn)
 		if old := m.removed[w.conn]; old != nil {
 			// Removed with notifications not yet yielded: they come first.
 			// The old member's entry in the ready queue then yields nothing.
@@ -182,14 +188,7 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 			old.pending, old.pendingBytes = nil, 0
 			old.mu.Unlock()
 		}
-		m.seq++
-		w.seq = m.seq
-		m.members[w.conn] = w
-		if len(w.pending) > 0 {
-			w.queued = true
-			m.ready.push(entry{w: w})
-		}
-		w.start()
+		m.admitLocked(w)
 	}
 	m.mu.Unlock()
 	m.wakeConsumer()
@@ -222,6 +221,42 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 		m.adding[c] = struct{}{}
 	}
 	return nil
+}
+
+// admitLocked makes w, reserved, a member and starts its waiter: from
+// reserved to member in one step, for Add and for a recovery (released any
+// later, the reservation could be another Add's by then). Must be called
+// with m.mu held.
+func (m *Manager) admitLocked(w *member) {
+	delete(m.adding, w.conn)
+	m.seq++
+	w.seq = m.seq
+	m.members[w.conn] = w
+	if len(w.pending) > 0 {
+		w.queued = true
+		m.ready.push(entry{w: w})
+	}
+	w.start()
+}
+
+// membersLocked returns the members, with the removed ones that still have
+// notifications to yield when removed is true. Must be called with m.mu
+// held.
+func (m *Manager) membersLocked(removed bool) []*member {
+	n := len(m.members)
+	if removed {
+		n += len(m.removed)
+	}
+	ws := make([]*member, 0, n)
+	for _, w := range m.members {
+		ws = append(ws, w)
+	}
+	if removed {
+		for _, w := range m.removed {
+			ws = append(ws, w)
+		}
+	}
+	return ws
 }
 
 func (m *Manager) unreserve(conns []*pgx.Conn) {
@@ -323,10 +358,7 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 			gaveUp := false
 			for _, w := range ws {
 				w.mu.Lock()
-				if w.state == stateLive {
-					w.closeOut = true
-					gaveUp = true
-				}
+				gaveUp = w.giveUpLocked() || gaveUp
 				w.mu.Unlock()
 			}
 			if gaveUp {
@@ -368,16 +400,13 @@ func (m *Manager) forget(w *member) {
 // Conns returns the live members, in the order they were added.
 func (m *Manager) Conns() []*pgx.Conn {
 	m.mu.Lock()
-	ws := make([]*member, 0, len(m.members))
-	for _, w := range m.members {
-		ws = append(ws, w)
-	}
+	ws := m.membersLocked(false)
 	m.mu.Unlock()
 	slices.SortFunc(ws, func(a, b *member) int { return cmp.Compare(a.seq, b.seq) })
 	out := make([]*pgx.Conn, 0, len(ws))
 	for _, w := range ws {
 		w.mu.Lock()
-		if w.state == stateLive && !w.stop {
+		if w.liveLocked() {
 			out = append(out, w.conn)
 		}
 		w.mu.Unlock()
@@ -569,131 +598,6 @@ func (m *Manager) channelCommand(ctx context.Context, conn *pgx.Conn, cmd func(c
 	})
 }
 
-// pushReady puts w at the back of the ready queue and wakes the consumer.
-func (m *Manager) pushReady(w *member) {
-	m.mu.Lock()
-	m.ready.push(entry{w: w})
-	m.mu.Unlock()
-	m.wakeConsumer()
-}
-
-func (m *Manager) wakeConsumer() {
-	select {
-	case m.signal <- struct{}{}:
-	default:
-	}
-}
-
-// popLocked takes the next event from the ready queue. A member with more
-// than one batch goes to the back, behind the others. Must be called with
-// m.mu held.
-func (m *Manager) popLocked() (Event, bool) {
-	for {
-		e, ok := m.ready.pop()
-		if !ok {
-			return Event{}, false
-		}
-		if e.ev != nil {
-			return *e.ev, true
-		}
-		w := e.w
-		w.mu.Lock()
-		if n := len(w.pending); n > 0 {
-			k, size := m.cut(w.pending, w.pendingBytes)
-			// The caller owns the batch: cap it so that an append to it
-			// can't write over what the waiter appends to pending.
-			batch := w.pending[:k:k]
-			if k == n {
-				w.pending = nil
-			} else {
-				w.pending = w.pending[k:]
-			}
-			w.pendingBytes -= size
-			again := len(w.pending) > 0 || w.state == stateDead
-			w.queued = again
-			w.mu.Unlock()
-			if again {
-				m.ready.push(e)
-			} else {
-				m.dropRemovedLocked(w)
-			}
-			w.roomFreed()
-			m.stats.batches.Add(1)
-			m.stats.notifications.Add(uint64(k))
-			return Event{Kind: Batch, Conn: w.conn, Notifications: batch}, true
-		}
-		w.queued = false
-		dead := w.state == stateDead
-		w.mu.Unlock()
-		if dead {
-			return m.buryLocked(w), true
-		}
-	}
-}
-
-// collectLocked takes every event in the ready queue now, for a drain pass:
-// each member's whole pending set, in batches of at most the bound, then
-// its Dead event. Members become ready again with what arrives later, which
-// belongs to the next pass. Must be called with m.mu held.
-func (m *Manager) collectLocked() []Event {
-	var evs []Event
-	for {
-		e, ok := m.ready.pop()
-		if !ok {
-			return evs
-		}
-		if e.ev != nil {
-			evs = append(evs, *e.ev)
-			continue
-		}
-		w := e.w
-		w.mu.Lock()
-		ns, size := w.pending, w.pendingBytes
-		w.pending, w.pendingBytes = nil, 0
-		w.queued = false
-		dead := w.state == stateDead
-		w.mu.Unlock()
-		w.roomFreed()
-		m.dropRemovedLocked(w)
-		for len(ns) > 0 {
-			k, kb := m.cut(ns, size)
-			evs = append(evs, Event{Kind: Batch, Conn: w.conn, Notifications: ns[:k:k]})
-			ns, size = ns[k:], size-kb
-			m.stats.batches.Add(1)
-			m.stats.notifications.Add(uint64(k))
-		}
-		if dead {
-			evs = append(evs, m.buryLocked(w))
-		}
-	}
-}
-
-// cut returns how many of ns, whose size is size, make the next batch, and
-// their size: at most the pending bound in number and in bytes, and at
-// least one.
-func (m *Manager) cut(ns []*Notification, size int) (k, kb int) {
-	k = min(len(ns), m.cfg.maxPending)
-	if k == len(ns) && size <= m.cfg.maxBytes {
-		return k, size
-	}
-	for i, x := range ns[:k] {
-		s := notificationOverhead + len(x.Channel) + len(x.Payload)
-		if i > 0 && kb+s > m.cfg.maxBytes {
-			return i, kb
-		}
-		kb += s
-	}
-	return k, kb
-}
-
-// dropRemovedLocked forgets a removed member once everything it held is
-// taken. Must be called with m.mu held.
-func (m *Manager) dropRemovedLocked(w *member) {
-	if m.removed[w.conn] == w {
-		delete(m.removed, w.conn)
-	}
-}
-
 // buryLocked moves a dead member, all of whose notifications were taken, to
 // the garbage set and returns its Dead event. Must be called with m.mu held.
 func (m *Manager) buryLocked(w *member) Event {
@@ -708,15 +612,9 @@ func (m *Manager) buryLocked(w *member) Event {
 	m.deaths[causeClass(cause)]++
 	if m.cfg.dial != nil && !m.closed {
 		// Recovery starts only now, so its Recovered event cannot overtake
-		// the Dead one. A connection that dies soon after it was recovered
-		// keeps backing off: no storm against a server that accepts and
-		// then drops.
-		attempt := 0
-		if !w.adopted.IsZero() && time.Since(w.adopted) < m.cfg.stableAfter() {
-			attempt = w.attempt + 1
-		}
+		// the Dead one.
 		m.recovering[g.Conn] = struct{}{}
-		m.goReconnect(g, attempt)
+		m.goReconnect(g, m.cfg.firstAttempt(w))
 	}
 	return Event{Kind: Dead, Conn: w.conn, Err: cause}
 }
@@ -775,6 +673,10 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 		}
 		select {
 		case <-m.signal:
+		case l := <-m.loans:
+			// A waiter lends us its read: decode its burst here, where it
+			// is consumed, and take it at the top of the loop.
+			l.decode()
 		case <-m.closedCh:
 		case <-ctx.Done():
 			return Event{}, ctx.Err()
@@ -789,80 +691,6 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 			return Event{Kind: Idle}, nil
 		}
 	}
-}
-
-// leftoverLocked yields what remains of a drain pass whose events were
-// collected but not all yielded when the timeout changed. Must be called
-// with m.mu held.
-func (m *Manager) leftoverLocked() (Event, bool) {
-	p := m.pass
-	if p == nil || !p.collected {
-		return Event{}, false
-	}
-	if len(p.events) == 0 {
-		m.pass = nil
-		return Event{}, false
-	}
-	ev := p.events[0]
-	p.events = p.events[1:]
-	return ev, true
-}
-
-// nextInPass is Next with a zero timeout: it starts a pass if none is in
-// progress, waits for its round trips, then yields its events one per call
-// and io.EOF at its end.
-func (m *Manager) nextInPass(ctx context.Context) (Event, error) {
-	p, err := m.currentPass(ctx)
-	if err != nil {
-		return Event{}, err
-	}
-	if len(p.events) > 0 {
-		ev := p.events[0]
-		p.events[0] = Event{}
-		p.events = p.events[1:]
-		return ev, nil
-	}
-	m.endPass(p)
-	return Event{}, io.EOF
-}
-
-// currentPass returns the pass in progress, starting one if there is none,
-// once its round trips are over and its events collected.
-func (m *Manager) currentPass(ctx context.Context) (*pass, error) {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, ErrClosed
-	}
-	p := m.pass
-	if p == nil {
-		ws := make([]*member, 0, len(m.members))
-		for _, w := range m.members {
-			ws = append(ws, w)
-		}
-		p = m.startPass(ws)
-		m.pass = p
-	}
-	m.mu.Unlock()
-	select {
-	case <-p.done:
-	case <-m.closedCh:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		// The round trips go on under their own timeouts; what they
-		// bring stays pending for the next call.
-		return nil, ctx.Err()
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, ErrClosed
-	}
-	if !p.collected {
-		p.collected = true
-		p.events = m.collectLocked()
-	}
-	return p, nil
 }
 
 // Events ranges over [Manager.Next]. It stops quietly at io.EOF and yields
@@ -884,53 +712,6 @@ func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 			}
 		}
 	}
-}
-
-// Drain makes one drain pass, whatever the timeout, and returns its events:
-// a round trip on every live member (concurrently, each under its own
-// timeout) and then every event ready at its end. The events hold every
-// notification committed before Drain was called on a channel a member
-// listens on. If ctx ends first, Drain returns what it has with ctx's error;
-// the round trips finish in the background and what they bring stays
-// pending. Drain is the consumer's, like Next.
-func (m *Manager) Drain(ctx context.Context) ([]Event, error) {
-	if m.signal == nil {
-		return nil, errNotNew
-	}
-	if !m.consuming.CompareAndSwap(false, true) {
-		return nil, errConcurrentNext
-	}
-	defer m.consuming.Store(false)
-	var out []Event
-	m.mu.Lock()
-	stale := m.pass != nil
-	m.mu.Unlock()
-	if stale {
-		// A pass that began before this call may miss what was committed
-		// just before it: take its events, then make a fresh pass.
-		p, err := m.currentPass(ctx)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, m.endPass(p)...)
-	}
-	p, err := m.currentPass(ctx)
-	if err != nil {
-		return out, err
-	}
-	return append(out, m.endPass(p)...), nil
-}
-
-// endPass returns the events of p not yet yielded and ends it.
-func (m *Manager) endPass(p *pass) []Event {
-	evs := p.events
-	p.events = nil
-	m.mu.Lock()
-	if m.pass == p {
-		m.pass = nil
-	}
-	m.mu.Unlock()
-	return evs
 }
 
 // Close stops every waiter and closes every connection in the set and in
@@ -957,10 +738,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	ws := make([]*member, 0, len(m.members))
-	for _, w := range m.members {
-		ws = append(ws, w)
-	}
+	ws := m.membersLocked(false)
 	garbage := m.garbage
 	m.mu.Unlock()
 	close(m.closedCh)

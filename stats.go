@@ -84,13 +84,7 @@ func (m *Manager) Stats() Stats {
 		DeathsByCause:     map[string]uint64{},
 	}
 	m.mu.Lock()
-	ws := make([]*member, 0, len(m.members)+len(m.removed))
-	for _, w := range m.members {
-		ws = append(ws, w)
-	}
-	for _, w := range m.removed {
-		ws = append(ws, w)
-	}
+	ws := m.membersLocked(true)
 	for cause, n := range m.deaths {
 		s.DeathsByCause[cause] = n
 		s.Deaths += n
@@ -102,7 +96,7 @@ func (m *Manager) Stats() Stats {
 		w.mu.Lock()
 		s.Pending += len(w.pending)
 		s.PendingBytes += w.pendingBytes
-		if w.state == stateLive && !w.stop {
+		if w.liveLocked() {
 			s.Members++
 		}
 		w.mu.Unlock()

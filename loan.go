@@ -1,0 +1,65 @@
+package pgnotify
+
+// A loan lends one read of a member's connection to the consumer while it
+// waits in Next, so that a burst is decoded on the goroutine (and so the
+// core) that consumes it. Decoding on the waiter's core and consuming on
+// another is what made the Manager slower than one goroutine reading pgx
+// (BENCHMARKS.md, "Where the time goes").
+//
+// The hand-over is Do's, made cheap:
+//
+//	waiter: reads one notification; pgx's buffer holds more
+//	waiter: offers the loan on m.loans without blocking; taken only if the
+//	        consumer is parked in Next's select right now
+//	waiter: waits on back, doing nothing with the connection
+//	consumer: readBurst on the connection (past deadline: never blocks),
+//	          publishes the burst, sends the read's error on back
+//	waiter: owns the connection again; a read error is its death as usual
+//
+// The consumer does bounded, non-blocking work between taking the loan
+// and answering, so the waiter never waits long, and the member's requests
+// (Do, Remove, Close) find it at the top of its loop soon after. A read
+// error is handed back, never acted on by the consumer: only the waiter
+// closes the connection or makes the member die.
+type loan struct {
+	w    *member
+	back chan error // cap 1: the connection is the waiter's again
+
+	// Set by the waiter before the loan is offered; the consumer's until
+	// it sends on back.
+	burst          []*Notification // read so far; after: a buffer to reuse, or nil
+	size           int             // sizeOf(burst)
+	room, byteRoom int             // as readBurst's
+	n              int             // after: how many were published
+}
+
+// decode is the consumer's side of a loan.
+func (l *loan) decode() {
+	w := l.w
+	err := readBurst(w, &l.burst, &l.size, l.room, l.byteRoom)
+	l.n = len(l.burst)
+	whole := w.publishFromConsumer(l.burst, l.size)
+	if whole {
+		l.burst = nil
+	} else {
+		clear(l.burst)
+		l.burst = l.burst[:0]
+	}
+	l.back <- err
+}
+
+// publishFromConsumer is publish for the consumer itself: it queues the
+// member without waking the consumer, which is the caller.
+func (w *member) publishFromConsumer(ns []*Notification, size int) (whole bool) {
+	w.mu.Lock()
+	whole = w.appendLocked(ns, size)
+	w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
+	push := w.markQueuedLocked()
+	w.mu.Unlock()
+	if push {
+		w.m.mu.Lock()
+		w.m.ready.push(entry{w: w})
+		w.m.mu.Unlock()
+	}
+	return whole
+}

@@ -1,0 +1,323 @@
+package pgnotify
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// step is what the waiter does next, chosen under w.mu by waiter.next.
+type step uint8
+
+const (
+	stepRead  step = iota // wait in pgx for the next notification
+	stepStop              // Remove or Close: return
+	stepServe             // a request: a Do's hand-over or a drain pass's round trip
+	stepPark              // pending is full: wait for the consumer
+	stepPing              // a quiet connection's health check is due
+	stepArm               // move the read deadline to the next health check
+)
+
+// waiter is the state of a member's waiter goroutine, the only goroutine
+// that uses the connection (except a Do function it is lent to, or the
+// consumer it lends one read to). Nothing here is shared.
+type waiter struct {
+	w          *member
+	burst      []*Notification // read since the last publish; reused
+	burstBytes int             // sizeOf(burst)
+	room       int             // what pending may still take
+	byteRoom   int             // the bytes pending may still take
+	armed      time.Time       // read deadline in force; zero: none
+	healthAt   time.Time       // when a quiet connection is pinged
+	traffic    bool            // something arrived since healthAt was set
+	pingDue    bool
+	loan       *loan // reused for every read lent to the consumer
+}
+
+// run is the waiter: it publishes what it read, takes the next step, and
+// returns when the member stops or dies.
+func (w *member) run() {
+	defer close(w.exited)
+	wt := &waiter{w: w}
+	wt.quiet()
+	for {
+		step, req := wt.next()
+		switch step {
+		case stepStop:
+			w.exit(nil, nil)
+			return
+		case stepServe:
+			wt.setDeadline(time.Time{})
+			if !w.serve(req) {
+				return
+			}
+			wt.quiet()
+		case stepPark:
+			// Not quiet: it waits for the consumer, so no ping (a ping
+			// would pull the whole backlog into memory).
+			<-w.wake
+			wt.quiet()
+		case stepPing:
+			w.m.stats.pings.Add(1)
+			wt.setDeadline(time.Time{})
+			if !w.roundTrip(true) {
+				return
+			}
+			wt.quiet()
+		case stepArm:
+			wt.setDeadline(wt.healthAt)
+		case stepRead:
+			if err := wt.read(); err != nil {
+				// pgconn closes the connection on every read error but a
+				// timeout (peekMessage), including the server's FATAL
+				// ErrorResponse; close it for anything pgx left open, so
+				// a member is never live with an unknown protocol state.
+				w.closeConn()
+				w.exit(err, wt.burst)
+				return
+			}
+		}
+	}
+}
+
+// next publishes the burst read since the last call and chooses the next
+// step, under w.mu, setting what the member is doing to match.
+func (wt *waiter) next() (step, *request) {
+	w := wt.w
+	w.mu.Lock()
+	push, whole := false, false
+	if len(wt.burst) > 0 {
+		whole = w.appendLocked(wt.burst, wt.burstBytes)
+		w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
+		push = w.markQueuedLocked()
+		wt.traffic = true
+	}
+	wt.room = w.m.cfg.maxPending - len(w.pending)
+	wt.byteRoom = w.m.cfg.maxBytes - w.pendingBytes
+	w.doing = doingOwn
+	if w.deadlineMoved {
+		// Moved maybe after the read had already returned: armed no
+		// longer says what is in force.
+		w.deadlineMoved = false
+		wt.armed = pastDeadline
+	}
+	s, req := stepRead, (*request)(nil)
+	switch {
+	case w.state != stateLive:
+		s = stepStop
+	case len(w.reqs) > 0:
+		s, req = stepServe, w.reqs[0]
+		w.reqs[0] = nil
+		w.reqs = w.reqs[1:]
+		if req.kind == reqHandover {
+			w.doing = doingLend
+		}
+	case wt.room <= 0 || wt.byteRoom <= 0:
+		s = stepPark
+	case wt.pingDue:
+		s = stepPing
+	case !wt.armed.Equal(wt.healthAt):
+		s = stepArm
+	default:
+		w.doing = doingRead
+	}
+	w.mu.Unlock()
+	if push {
+		w.m.pushReady(w)
+	}
+	wt.reuseBurst(whole)
+	return s, req
+}
+
+// reuseBurst empties the burst buffer after a publish. A buffer pending
+// took whole is the consumer's: the next one is sized like it, so a steady
+// stream reads without regrowing it.
+func (wt *waiter) reuseBurst(whole bool) {
+	if whole {
+		wt.burst = make([]*Notification, 0, min(max(len(wt.burst), 16), wt.w.m.cfg.maxPending))
+	} else if len(wt.burst) > 0 {
+		clear(wt.burst)
+		wt.burst = wt.burst[:0]
+	}
+	wt.burstBytes = 0
+}
+
+// quiet starts a new health-check interval.
+func (wt *waiter) quiet() {
+	wt.traffic, wt.pingDue = false, false
+	if every := wt.w.m.cfg.healthEvery; every > 0 {
+		wt.healthAt = time.Now().Add(every)
+	}
+}
+
+// setDeadline moves the read deadline to t unless it is there already.
+func (wt *waiter) setDeadline(t time.Time) {
+	if !wt.armed.Equal(t) {
+		wt.w.netConn.SetReadDeadline(t)
+		wt.armed = t
+	}
+}
+
+// read waits in pgx for the next notification, then takes the burst that
+// pgx's buffer already holds behind it. A timeout (an interrupt or the
+// health deadline) is not an error; it returns any other read error.
+func (wt *waiter) read() error {
+	w := wt.w
+	n, err := w.conn.WaitForNotification(context.Background())
+	if n == nil && err == nil {
+		// A notification arrived and went to the config's OnNotification
+		// instead of pgx's buffer: deaf, so dead.
+		err = errNotHeard
+	}
+	if n != nil {
+		wt.burst = append(wt.burst, n)
+		wt.burstBytes += notificationOverhead + len(n.Channel) + len(n.Payload)
+		if err == nil && wt.room > 1 && wt.burstBytes < wt.byteRoom && w.conn.PgConn().Frontend().ReadBufferLen() > 0 {
+			wt.armed = pastDeadline
+			err = wt.takeBurst()
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if pgconn.Timeout(err) && !w.conn.IsClosed() {
+		wt.armed = pastDeadline
+		if w.m.cfg.healthEvery > 0 && !time.Now().Before(wt.healthAt) {
+			if wt.traffic {
+				wt.quiet()
+			} else {
+				wt.pingDue = true
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+// takeBurst reads the rest of the burst: on the consumer's goroutine when
+// it is waiting in Next (see loan), here otherwise.
+func (wt *waiter) takeBurst() error {
+	if wt.loan == nil {
+		wt.loan = &loan{w: wt.w, back: make(chan error, 1)}
+	}
+	l := wt.loan
+	l.burst, l.size, l.room, l.byteRoom = wt.burst, wt.burstBytes, wt.room, wt.byteRoom
+	select {
+	case wt.w.m.loans <- l:
+	default:
+		return readBurst(wt.w, &wt.burst, &wt.burstBytes, wt.room, wt.byteRoom)
+	}
+	err := <-l.back
+	// The consumer published the burst, and left a buffer to reuse.
+	wt.burst, wt.burstBytes, wt.traffic = l.burst, 0, true
+	if wt.burst == nil {
+		wt.burst = make([]*Notification, 0, min(max(l.n, 16), wt.w.m.cfg.maxPending))
+	}
+	l.burst = nil
+	return err
+}
+
+// readBurst takes the notifications already in pgx's read buffer, up to
+// room in all and until size reaches byteRoom, without a lock or a wake-up
+// per notification. The past deadline makes the read that would block, on a
+// partial message or on one that is not a notification, fail at once
+// instead, so a burst is never held back unpublished. It returns a read
+// error other than that timeout.
+func readBurst(w *member, burst *[]*Notification, size *int, room, byteRoom int) error {
+	w.netConn.SetReadDeadline(pastDeadline)
+	for len(*burst) < room && *size < byteRoom {
+		n, err := w.conn.WaitForNotification(context.Background())
+		if n != nil {
+			*burst = append(*burst, n)
+			*size += notificationOverhead + len(n.Channel) + len(n.Payload)
+		}
+		if err != nil {
+			if pgconn.Timeout(err) && !w.conn.IsClosed() {
+				return nil
+			}
+			return err
+		}
+		if n == nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// serve performs one request and reports whether the member is still live.
+func (w *member) serve(r *request) bool {
+	if !r.take() {
+		return true // withdrawn: its caller stopped waiting
+	}
+	if r.kind == reqRoundTrip {
+		live := w.roundTrip(false)
+		r.done <- nil
+		return live
+	}
+	r.done <- nil
+	<-r.released
+	defer close(r.settled)
+	if !w.conn.IsClosed() {
+		if s := w.conn.PgConn().TxStatus(); s != 'I' {
+			r.afterErr = w.rollback(s)
+		}
+	}
+	w.publishBuffered()
+	if w.conn.IsClosed() {
+		w.exit(cmp.Or(r.fnErr, r.afterErr, errClosedInDo), nil)
+		return false
+	}
+	return true
+}
+
+// roundTrip pings the server on a fresh context with its own timeout and
+// reports whether the connection survived; health says the ping is a health
+// check, which a failure's cause records. The server sends every
+// notification committed before the ping ahead of its ReadyForQuery, so
+// after it pgx's buffer holds all of them; they are published before a
+// death is.
+func (w *member) roundTrip(health bool) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
+	err := w.conn.PgConn().Ping(ctx)
+	cancel()
+	w.publishBuffered()
+	if err == nil && !w.conn.IsClosed() {
+		return true
+	}
+	if err == nil {
+		err = errors.New("pgnotify: connection closed during ping")
+	}
+	if health {
+		err = fmt.Errorf("%w: %w", errHealth, err)
+	}
+	w.closeConn()
+	w.exit(err, nil)
+	return false
+}
+
+// rollback ends the transaction a Do function left open (status s), which
+// would keep the member deaf: a session in a transaction receives no
+// notification until it ends, while health pings still pass. It returns the
+// error Do reports; if the ROLLBACK fails the connection is closed, and the
+// member dies of that error.
+func (w *member) rollback(s byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
+	defer cancel()
+	if _, err := w.conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+		w.closeConn()
+		return fmt.Errorf("%w (status %q), and the ROLLBACK failed: %w", errTxLeftOpen, s, err)
+	}
+	return fmt.Errorf("%w (status %q); it was rolled back", errTxLeftOpen, s)
+}
+
+// closeConn closes a connection the waiter owns, without waiting on a dead
+// peer for long.
+func (w *member) closeConn() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	w.conn.Close(ctx)
+	cancel()
+}

@@ -1,5 +1,7 @@
 package pgnotify
 
+import "time"
+
 // A loan lends one read of a member's connection to the consumer while it
 // waits in Next, so that a burst is decoded on the goroutine (and so the
 // core) that consumes it. Decoding on the waiter's core and consuming on
@@ -12,11 +14,13 @@ package pgnotify
 //	waiter: offers the loan on m.loans without blocking; taken only if the
 //	        consumer is parked in Next's select right now
 //	waiter: waits on back, doing nothing with the connection
-//	consumer: readBurst on the connection (past deadline: never blocks),
-//	          publishes the burst, sends the read's error on back
+//	consumer: readBurst on the connection, publishes the burst, sends the
+//	          read's error on back; it waits at most loanLinger for pgx's
+//	          buffer to refill, so a backlog is decoded in bursts of up to
+//	          the pending bound, one hand-over each
 //	waiter: owns the connection again; a read error is its death as usual
 //
-// The consumer does bounded, non-blocking work between taking the loan
+// The consumer does bounded work (loanLinger per buffer refill at most) between taking the loan
 // and answering, so the waiter never waits long, and the member's requests
 // (Do, Remove, Close) find it at the top of its loop soon after. A read
 // error is handed back, never acted on by the consumer: only the waiter
@@ -36,7 +40,7 @@ type loan struct {
 // decode is the consumer's side of a loan.
 func (l *loan) decode() {
 	w := l.w
-	err := readBurst(w, &l.burst, &l.size, l.room, l.byteRoom)
+	err := readBurst(w, &l.burst, &l.size, l.room, l.byteRoom, loanLinger)
 	l.n = len(l.burst)
 	whole := w.publishFromConsumer(l.burst, l.size)
 	if whole {
@@ -46,6 +50,7 @@ func (l *loan) decode() {
 		l.burst = l.burst[:0]
 	}
 	l.back <- err
+	l.w.m.test.loaned.signal(l.n)
 }
 
 // publishFromConsumer is publish for the consumer itself: it queues the
@@ -62,4 +67,27 @@ func (w *member) publishFromConsumer(ns []*Notification, size int) (whole bool) 
 		w.m.mu.Unlock()
 	}
 	return whole
+}
+
+// loanLinger is how long a loan's read waits for pgx's buffer to refill
+// before it hands the connection back.
+const loanLinger = 50 * time.Microsecond
+
+// testSignal is a test seam that costs nothing in production, after
+// River's testsignal: nil and inert unless a test makes it, then each
+// signal is a value the test can wait for (dropped if nobody keeps up).
+type testSignal chan int
+
+func (s testSignal) signal(v int) {
+	if s != nil {
+		select {
+		case s <- v:
+		default:
+		}
+	}
+}
+
+// testSignals are the Manager's test seams.
+type testSignals struct {
+	loaned testSignal // a loan was decoded: how many notifications it published
 }

@@ -37,6 +37,7 @@ type Manager struct {
 	// consumer blocked in Next at that moment.
 	loans chan *loan
 	stats counters
+	test  testSignals // set only by tests, before the first Add
 
 	// ctx is cancelled by Close; automatic reconnects dial under it.
 	ctx    context.Context

@@ -209,7 +209,7 @@ func (wt *waiter) takeBurst() error {
 	select {
 	case wt.w.m.loans <- l:
 	default:
-		return readBurst(wt.w, &wt.burst, &wt.burstBytes, wt.room, wt.byteRoom)
+		return readBurst(wt.w, &wt.burst, &wt.burstBytes, wt.room, wt.byteRoom, 0)
 	}
 	err := <-l.back
 	// The consumer published the burst, and left a buffer to reuse.
@@ -225,10 +225,13 @@ func (wt *waiter) takeBurst() error {
 // room in all and until size reaches byteRoom, without a lock or a wake-up
 // per notification. The past deadline makes the read that would block, on a
 // partial message or on one that is not a notification, fail at once
-// instead, so a burst is never held back unpublished. It returns a read
-// error other than that timeout.
-func readBurst(w *member, burst *[]*Notification, size *int, room, byteRoom int) error {
+// instead, so a burst is never held back unpublished; with linger > 0 (a
+// loan) a read that got something waits up to linger for pgx's buffer to
+// refill before the burst ends. It returns a read error other than that
+// timeout.
+func readBurst(w *member, burst *[]*Notification, size *int, room, byteRoom int, linger time.Duration) error {
 	w.netConn.SetReadDeadline(pastDeadline)
+	got := len(*burst)
 	for len(*burst) < room && *size < byteRoom {
 		n, err := w.conn.WaitForNotification(context.Background())
 		if n != nil {
@@ -237,6 +240,11 @@ func readBurst(w *member, burst *[]*Notification, size *int, room, byteRoom int)
 		}
 		if err != nil {
 			if pgconn.Timeout(err) && !w.conn.IsClosed() {
+				if linger > 0 && len(*burst) > got {
+					got = len(*burst)
+					w.netConn.SetReadDeadline(time.Now().Add(linger))
+					continue
+				}
 				return nil
 			}
 			return err

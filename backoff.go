@@ -26,13 +26,13 @@ func (c *config) stableAfter() time.Duration {
 	return max(c.reconnectMax, 10*time.Second)
 }
 
-// firstAttempt is the backoff step the recovery of the dead w starts from:
-// 0, unless w was itself recovered only shortly before it died. Then it
+// firstAttempt is the backoff step the recovery of the dead mb starts from:
+// 0, unless mb was itself recovered only shortly before it died. Then it
 // goes on from there: no storm against a server that accepts and then
 // drops.
-func (c *config) firstAttempt(w *member) int {
-	if !w.adopted.IsZero() && time.Since(w.adopted) < c.stableAfter() {
-		return w.attempt + 1
+func (c *config) firstAttempt(mb *member) int {
+	if !mb.adopted.IsZero() && time.Since(mb.adopted) < c.stableAfter() {
+		return mb.attempt + 1
 	}
 	return 0
 }

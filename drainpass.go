@@ -34,8 +34,8 @@ const (
 	passCollected                  // events taken from the ready queue, being yielded
 )
 
-// startPass begins a pass over ws.
-func (m *Manager) startPass(ws []*member) *drainPass {
+// startPass begins a pass over mbs.
+func (m *Manager) startPass(mbs []*member) *drainPass {
 	p := &drainPass{done: make(chan struct{})}
 	m.wg.Add(1)
 	go func() {
@@ -43,10 +43,10 @@ func (m *Manager) startPass(ws []*member) *drainPass {
 		defer close(p.done)
 		var g errgroup.Group
 		g.SetLimit(drainConcurrency)
-		for _, w := range ws {
+		for _, mb := range mbs {
 			g.Go(func() error {
 				r := newRequest(reqRoundTrip)
-				if w.submit(r) == nil {
+				if mb.submit(r) == nil {
 					<-r.done
 				}
 				return nil

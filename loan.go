@@ -26,7 +26,7 @@ import "time"
 // error is handed back, never acted on by the consumer: only the waiter
 // closes the connection or makes the member die.
 type loan struct {
-	w    *member
+	mb   *member
 	back chan error // cap 1: the connection is the waiter's again
 
 	// Set by the waiter before the loan is offered; the consumer's until
@@ -39,10 +39,10 @@ type loan struct {
 
 // decode is the consumer's side of a loan.
 func (l *loan) decode() {
-	w := l.w
-	err := readBurst(w, &l.burst, &l.size, l.room, l.byteRoom, loanLinger)
+	mb := l.mb
+	err := readBurst(mb, &l.burst, &l.size, l.room, l.byteRoom, loanLinger)
 	l.n = len(l.burst)
-	whole := w.publishFromConsumer(l.burst, l.size)
+	whole := mb.publishFromConsumer(l.burst, l.size)
 	if whole {
 		l.burst = nil
 	} else {
@@ -50,21 +50,21 @@ func (l *loan) decode() {
 		l.burst = l.burst[:0]
 	}
 	l.back <- err
-	l.w.m.test.loaned.signal(l.n)
+	l.mb.m.test.loaned.signal(l.n)
 }
 
 // publishFromConsumer is publish for the consumer itself: it queues the
 // member without waking the consumer, which is the caller.
-func (w *member) publishFromConsumer(ns []*Notification, size int) (whole bool) {
-	w.mu.Lock()
-	whole = w.appendLocked(ns, size)
-	w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
-	push := w.markQueuedLocked()
-	w.mu.Unlock()
+func (mb *member) publishFromConsumer(ns []*Notification, size int) (whole bool) {
+	mb.mu.Lock()
+	whole = mb.appendLocked(ns, size)
+	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+	push := mb.markQueuedLocked()
+	mb.mu.Unlock()
 	if push {
-		w.m.mu.Lock()
-		w.m.ready.push(entry{w: w})
-		w.m.mu.Unlock()
+		mb.m.mu.Lock()
+		mb.m.ready.push(entry{w: mb})
+		mb.m.mu.Unlock()
 	}
 	return whole
 }

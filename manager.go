@@ -168,9 +168,9 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 		return err
 	}
 
-	ws := make([]*member, len(conns))
+	mbs := make([]*member, len(conns))
 	for i, c := range conns {
-		ws[i] = newMember(m, c, channels[i], popBuffered(c, nil))
+		mbs[i] = newMember(m, c, channels[i], popBuffered(c, nil))
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -178,18 +178,18 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 		return ErrClosed
 	}
 	committed = true
-	for _, w := range ws {
-		if old := m.removed[w.conn]; old != nil {
+	for _, mb := range mbs {
+		if old := m.removed[mb.conn]; old != nil {
 			// Removed with notifications not yet yielded: they come first.
 			// The old member's entry in the ready queue then yields nothing.
-			delete(m.removed, w.conn)
+			delete(m.removed, mb.conn)
 			old.mu.Lock()
-			w.pending = slices.Concat(old.pending, w.pending)
-			w.pendingBytes += old.pendingBytes
+			mb.pending = slices.Concat(old.pending, mb.pending)
+			mb.pendingBytes += old.pendingBytes
 			old.pending, old.pendingBytes = nil, 0
 			old.mu.Unlock()
 		}
-		m.admitLocked(w)
+		m.admitLocked(mb)
 	}
 	m.mu.Unlock()
 	m.wakeConsumer()
@@ -224,20 +224,20 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 	return nil
 }
 
-// admitLocked makes w, reserved, a member and starts its waiter: from
+// admitLocked makes mb, reserved, a member and starts its waiter: from
 // reserved to member in one step, for Add and for a recovery (released any
 // later, the reservation could be another Add's by then). Must be called
 // with m.mu held.
-func (m *Manager) admitLocked(w *member) {
-	delete(m.adding, w.conn)
+func (m *Manager) admitLocked(mb *member) {
+	delete(m.adding, mb.conn)
 	m.seq++
-	w.seq = m.seq
-	m.members[w.conn] = w
-	if len(w.pending) > 0 {
-		w.queued = true
-		m.ready.push(entry{w: w})
+	mb.seq = m.seq
+	m.members[mb.conn] = mb
+	if len(mb.pending) > 0 {
+		mb.queued = true
+		m.ready.push(entry{w: mb})
 	}
-	w.start()
+	mb.start()
 }
 
 // membersLocked returns the members, with the removed ones that still have
@@ -248,16 +248,16 @@ func (m *Manager) membersLocked(removed bool) []*member {
 	if removed {
 		n += len(m.removed)
 	}
-	ws := make([]*member, 0, n)
-	for _, w := range m.members {
-		ws = append(ws, w)
+	mbs := make([]*member, 0, n)
+	for _, mb := range m.members {
+		mbs = append(mbs, mb)
 	}
 	if removed {
-		for _, w := range m.removed {
-			ws = append(ws, w)
+		for _, mb := range m.removed {
+			mbs = append(mbs, mb)
 		}
 	}
-	return ws
+	return mbs
 }
 
 func (m *Manager) unreserve(conns []*pgx.Conn) {
@@ -302,8 +302,8 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	w := m.members[conn]
-	if w == nil {
+	mb := m.members[conn]
+	if mb == nil {
 		defer m.mu.Unlock()
 		for _, g := range m.garbage {
 			if g.Conn == conn {
@@ -313,13 +313,13 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 		return nil, ErrNotManaged
 	}
 	m.mu.Unlock()
-	w.mu.Lock()
-	b := w.borrower
-	w.mu.Unlock()
+	mb.mu.Lock()
+	b := mb.borrower
+	mb.mu.Unlock()
 	if b != 0 && b == goid() {
 		return nil, errLent
 	}
-	return w, nil
+	return mb, nil
 }
 
 // Remove takes conns out of the set and gives them back to the caller,
@@ -335,32 +335,32 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	if len(conns) == 0 {
 		return m.checkOpen()
 	}
-	ws := make([]*member, len(conns))
+	mbs := make([]*member, len(conns))
 	for i, c := range conns {
-		w, err := m.lookup(c)
+		mb, err := m.lookup(c)
 		if err != nil {
 			return &connError{"remove", nth(i), err}
 		}
-		w.mu.Lock()
-		err = w.unusableLocked()
-		w.mu.Unlock()
+		mb.mu.Lock()
+		err = mb.unusableLocked()
+		mb.mu.Unlock()
 		if err != nil {
 			return &connError{"remove", nth(i), err}
 		}
-		ws[i] = w
+		mbs[i] = mb
 	}
-	for _, w := range ws {
-		w.requestStop()
+	for _, mb := range mbs {
+		mb.requestStop()
 	}
-	for _, w := range ws {
+	for _, mb := range mbs {
 		select {
-		case <-w.exited:
+		case <-mb.exited:
 		case <-ctx.Done():
 			gaveUp := false
-			for _, w := range ws {
-				w.mu.Lock()
-				gaveUp = w.giveUpLocked() || gaveUp
-				w.mu.Unlock()
+			for _, mb := range mbs {
+				mb.mu.Lock()
+				gaveUp = mb.giveUpLocked() || gaveUp
+				mb.mu.Unlock()
 			}
 			if gaveUp {
 				return fmt.Errorf("pgnotify: remove: %w", ctx.Err())
@@ -371,28 +371,28 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	// A member that died after the check above is not handed back: its
 	// Dead event follows.
 	var errs []error
-	for i, w := range ws {
-		w.mu.Lock()
-		if w.state == stateDead {
-			errs = append(errs, &connError{"remove", nth(i), &deadError{cause: w.cause}})
+	for i, mb := range mbs {
+		mb.mu.Lock()
+		if mb.state == stateDead {
+			errs = append(errs, &connError{"remove", nth(i), &deadError{cause: mb.cause}})
 		}
-		w.mu.Unlock()
+		mb.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
 // forget drops a removed member from the set, keeping it in m.removed while
 // it has notifications to yield.
-func (m *Manager) forget(w *member) {
+func (m *Manager) forget(mb *member) {
 	m.mu.Lock()
-	if m.members[w.conn] == w {
-		delete(m.members, w.conn)
+	if m.members[mb.conn] == mb {
+		delete(m.members, mb.conn)
 	}
-	w.mu.Lock()
-	left := len(w.pending) > 0
-	w.mu.Unlock()
+	mb.mu.Lock()
+	left := len(mb.pending) > 0
+	mb.mu.Unlock()
 	if left {
-		m.removed[w.conn] = w
+		m.removed[mb.conn] = mb
 	}
 	m.mu.Unlock()
 	m.wakeConsumer()
@@ -401,16 +401,16 @@ func (m *Manager) forget(w *member) {
 // Conns returns the live members, in the order they were added.
 func (m *Manager) Conns() []*pgx.Conn {
 	m.mu.Lock()
-	ws := m.membersLocked(false)
+	mbs := m.membersLocked(false)
 	m.mu.Unlock()
-	slices.SortFunc(ws, func(a, b *member) int { return cmp.Compare(a.seq, b.seq) })
-	out := make([]*pgx.Conn, 0, len(ws))
-	for _, w := range ws {
-		w.mu.Lock()
-		if w.liveLocked() {
-			out = append(out, w.conn)
+	slices.SortFunc(mbs, func(a, b *member) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]*pgx.Conn, 0, len(mbs))
+	for _, mb := range mbs {
+		mb.mu.Lock()
+		if mb.liveLocked() {
+			out = append(out, mb.conn)
 		}
-		w.mu.Unlock()
+		mb.mu.Unlock()
 	}
 	return out
 }
@@ -468,12 +468,12 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 	if fn == nil {
 		return errors.New("pgnotify: Do: nil function")
 	}
-	w, err := m.lookup(conn)
+	mb, err := m.lookup(conn)
 	if err != nil {
 		return err
 	}
 	r := newRequest(reqHandover)
-	if err := w.submit(r); err != nil {
+	if err := mb.submit(r); err != nil {
 		return err
 	}
 	select {
@@ -492,13 +492,13 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 	}
 	// A request this goroutine makes on conn from inside fn would wait
 	// for fn to return: lookup refuses it.
-	w.mu.Lock()
-	w.borrower = goid()
-	w.mu.Unlock()
+	mb.mu.Lock()
+	mb.borrower = goid()
+	mb.mu.Unlock()
 	defer func() {
-		w.mu.Lock()
-		w.borrower = 0
-		w.mu.Unlock()
+		mb.mu.Lock()
+		mb.borrower = 0
+		mb.mu.Unlock()
 		close(r.released)
 		// Return once what fn received is pending (or the Dead event is
 		// queued), so the caller's next Next or Drain sees it.
@@ -579,35 +579,35 @@ func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels [
 // round-trip timeout), so cancelling ctx never closes the connection. cmd
 // updates the tracked channel set, under the member's lock, on success.
 func (m *Manager) channelCommand(ctx context.Context, conn *pgx.Conn, cmd func(context.Context, *pgx.Conn, map[string]struct{}) error) error {
-	w, err := m.lookup(conn)
+	mb, err := m.lookup(conn)
 	if err != nil {
 		return err
 	}
 	return m.Do(ctx, conn, func(c *pgx.Conn) error {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
 		defer cancel()
-		w.mu.Lock()
-		tracked := maps.Clone(w.channels)
-		w.mu.Unlock()
+		mb.mu.Lock()
+		tracked := maps.Clone(mb.channels)
+		mb.mu.Unlock()
 		if err := cmd(qctx, c, tracked); err != nil {
 			return err
 		}
-		w.mu.Lock()
-		w.channels = tracked
-		w.mu.Unlock()
+		mb.mu.Lock()
+		mb.channels = tracked
+		mb.mu.Unlock()
 		return nil
 	})
 }
 
 // buryLocked moves a dead member, all of whose notifications were taken, to
 // the garbage set and returns its Dead event. Must be called with m.mu held.
-func (m *Manager) buryLocked(w *member) Event {
-	w.mu.Lock()
-	cause := w.cause
-	w.mu.Unlock()
-	g := Garbage{Conn: w.conn, Err: cause, Channels: w.channelList()}
-	if m.members[w.conn] == w {
-		delete(m.members, w.conn)
+func (m *Manager) buryLocked(mb *member) Event {
+	mb.mu.Lock()
+	cause := mb.cause
+	mb.mu.Unlock()
+	g := Garbage{Conn: mb.conn, Err: cause, Channels: mb.channelList()}
+	if m.members[mb.conn] == mb {
+		delete(m.members, mb.conn)
 	}
 	m.garbage = append(m.garbage, g)
 	m.deaths[causeClass(cause)]++
@@ -615,9 +615,9 @@ func (m *Manager) buryLocked(w *member) Event {
 		// Recovery starts only now, so its Recovered event cannot overtake
 		// the Dead one.
 		m.recovering[g.Conn] = struct{}{}
-		m.goReconnect(g, m.cfg.firstAttempt(w))
+		m.goReconnect(g, m.cfg.firstAttempt(mb))
 	}
-	return Event{Kind: Dead, Conn: w.conn, Err: cause}
+	return Event{Kind: Dead, Conn: mb.conn, Err: cause}
 }
 
 // emptyLocked reports whether the set has nothing left to yield. Must be
@@ -739,7 +739,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	ws := m.membersLocked(false)
+	mbs := m.membersLocked(false)
 	garbage := m.garbage
 	m.mu.Unlock()
 	close(m.closedCh)
@@ -748,32 +748,32 @@ func (m *Manager) Close(ctx context.Context) error {
 	// stopping are the members Close waits for; ours those whose
 	// connection it closes (not one a Remove is taking back).
 	var stopping, ours []*member
-	for _, w := range ws {
-		lent, mine := w.stopForClose()
+	for _, mb := range mbs {
+		lent, mine := mb.stopForClose()
 		if !lent {
-			stopping = append(stopping, w)
+			stopping = append(stopping, mb)
 			if mine {
-				ours = append(ours, w)
+				ours = append(ours, mb)
 			}
 		} else if l := m.cfg.logger; l != nil {
-			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", w.conn.PgConn().PID())
+			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", mb.conn.PgConn().PID())
 		}
 	}
 	var err error
-	for _, w := range stopping {
+	for _, mb := range stopping {
 		select {
-		case <-w.exited:
+		case <-mb.exited:
 			continue
 		case <-ctx.Done():
 		}
 		err = ctx.Err()
 		// Out of time: a stopping waiter is in a round trip of its own
 		// timeout. Closing its socket ends that at once.
-		for _, w := range ours {
-			w.netConn.Close()
+		for _, mb := range ours {
+			mb.netConn.Close()
 		}
-		for _, w := range stopping {
-			<-w.exited
+		for _, mb := range stopping {
+			<-mb.exited
 		}
 		break
 	}
@@ -793,8 +793,8 @@ func (m *Manager) Close(ctx context.Context) error {
 }
 
 // logDeath reports a death when a logger was given.
-func (m *Manager) logDeath(w *member, cause error) {
+func (m *Manager) logDeath(mb *member, cause error) {
 	if l := m.cfg.logger; l != nil {
-		l.Warn("pgnotify: connection died", append(connAttrs(w.conn, "pid"), "err", cause)...)
+		l.Warn("pgnotify: connection died", append(connAttrs(mb.conn, "pid"), "err", cause)...)
 	}
 }

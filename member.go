@@ -99,7 +99,7 @@ type member struct {
 }
 
 func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notification) *member {
-	w := &member{
+	mb := &member{
 		m:        m,
 		conn:     conn,
 		netConn:  conn.PgConn().Conn(),
@@ -108,46 +108,46 @@ func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notific
 		pending:  pending,
 		channels: make(map[string]struct{}, len(channels)),
 	}
-	w.pendingBytes = sizeOf(pending)
+	mb.pendingBytes = sizeOf(pending)
 	for _, c := range channels {
-		w.channels[c] = struct{}{}
+		mb.channels[c] = struct{}{}
 	}
-	return w
+	return mb
 }
 
 // start launches the waiter. The member must be in m.members already.
 // Close waits for a waiter through exited, not m.wg: it must not wait for
 // one whose connection is lent to a Do.
-func (w *member) start() {
-	go w.run()
+func (mb *member) start() {
+	go mb.run()
 }
 
 // liveLocked reports whether the member is a live member: not stopping,
-// removed or dead. Must be called with w.mu held.
-func (w *member) liveLocked() bool { return w.state == stateLive }
+// removed or dead. Must be called with mb.mu held.
+func (mb *member) liveLocked() bool { return mb.state == stateLive }
 
 // unusableLocked returns why requests can't be served, or nil when live.
-// Must be called with w.mu held.
-func (w *member) unusableLocked() error {
-	switch w.state {
+// Must be called with mb.mu held.
+func (mb *member) unusableLocked() error {
+	switch mb.state {
 	case stateDead:
-		return &deadError{cause: w.cause}
+		return &deadError{cause: mb.cause}
 	case stateStopping, stateRemoved:
-		return w.stopErr
+		return mb.stopErr
 	}
 	return nil
 }
 
 // submit queues r for the waiter and interrupts its read. It fails at once
 // if the member is no longer live.
-func (w *member) submit(r *request) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err := w.unusableLocked(); err != nil {
+func (mb *member) submit(r *request) error {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if err := mb.unusableLocked(); err != nil {
 		return err
 	}
-	w.reqs = append(w.reqs, r)
-	w.interruptLocked()
+	mb.reqs = append(mb.reqs, r)
+	mb.interruptLocked()
 	return nil
 }
 
@@ -156,31 +156,31 @@ func (w *member) submit(r *request) error {
 // open on a timeout, and keeps a half-read message for the next read); a
 // waiter parked on a full buffer is woken. The deadline is only moved while
 // the waiter is reading, never while the connection is lent out or pinged.
-// Must be called with w.mu held.
-func (w *member) interruptLocked() {
-	if w.doing == doingRead {
-		w.netConn.SetReadDeadline(pastDeadline)
-		w.deadlineMoved = true
+// Must be called with mb.mu held.
+func (mb *member) interruptLocked() {
+	if mb.doing == doingRead {
+		mb.netConn.SetReadDeadline(pastDeadline)
+		mb.deadlineMoved = true
 	}
-	w.roomFreed()
+	mb.roomFreed()
 }
 
 // roomFreed wakes a waiter parked on a full buffer.
-func (w *member) roomFreed() {
+func (mb *member) roomFreed() {
 	select {
-	case w.wake <- struct{}{}:
+	case mb.wake <- struct{}{}:
 	default:
 	}
 }
 
 // requestStop: live → stopping, for Remove.
-func (w *member) requestStop() {
-	w.mu.Lock()
-	if w.state == stateLive {
-		w.state, w.stopErr = stateStopping, ErrNotManaged
+func (mb *member) requestStop() {
+	mb.mu.Lock()
+	if mb.state == stateLive {
+		mb.state, mb.stopErr = stateStopping, ErrNotManaged
 	}
-	w.interruptLocked()
-	w.mu.Unlock()
+	mb.interruptLocked()
+	mb.mu.Unlock()
 }
 
 // stopForClose: live → stopping, for Close: the waiter returns and closes
@@ -190,20 +190,20 @@ func (w *member) requestStop() {
 // (Close does not wait for such a member; its waiter closes the connection
 // when the function returns) and whether the connection is Close's to
 // close.
-func (w *member) stopForClose() (lent, ours bool) {
-	w.mu.Lock()
-	switch w.state {
+func (mb *member) stopForClose() (lent, ours bool) {
+	mb.mu.Lock()
+	switch mb.state {
 	case stateLive:
-		w.state, w.closeOnExit = stateStopping, true
-		w.stopErr = ErrClosed
+		mb.state, mb.closeOnExit = stateStopping, true
+		mb.stopErr = ErrClosed
 	case stateStopping, stateRemoved:
-		w.stopErr = ErrClosed
+		mb.stopErr = ErrClosed
 	}
-	lent, ours = w.doing == doingLend, w.closeOnExit
-	reqs := w.reqs
-	w.reqs = nil
-	w.interruptLocked()
-	w.mu.Unlock()
+	lent, ours = mb.doing == doingLend, mb.closeOnExit
+	reqs := mb.reqs
+	mb.reqs = nil
+	mb.interruptLocked()
+	mb.mu.Unlock()
 	for _, r := range reqs {
 		r.fail(ErrClosed)
 	}
@@ -212,12 +212,12 @@ func (w *member) stopForClose() (lent, ours bool) {
 
 // giveUpLocked is a Remove that stopped waiting for the waiter: the
 // connection, if the waiter still has it, is closed as it returns. It
-// reports whether the waiter still had it. Must be called with w.mu held.
-func (w *member) giveUpLocked() bool {
-	if w.state != stateStopping {
+// reports whether the waiter still had it. Must be called with mb.mu held.
+func (mb *member) giveUpLocked() bool {
+	if mb.state != stateStopping {
 		return false
 	}
-	w.closeOnExit = true
+	mb.closeOnExit = true
 	return true
 }
 
@@ -226,103 +226,103 @@ func (w *member) giveUpLocked() bool {
 // published) and what pgx still buffers become pending, the queued requests
 // fail, and the consumer is told: a Dead event, or the batches a removed
 // member leaves. On a death the caller has closed the connection already.
-func (w *member) exit(cause error, last []*Notification) {
+func (mb *member) exit(cause error, last []*Notification) {
 	if cause == nil {
 		// The connection goes back to its owner with no deadline of ours.
-		w.netConn.SetReadDeadline(time.Time{})
+		mb.netConn.SetReadDeadline(time.Time{})
 	}
-	ns := popBuffered(w.conn, nil)
-	w.mu.Lock()
-	w.appendLocked(last, sizeOf(last))
-	w.appendLocked(ns, sizeOf(ns))
-	reqErr := w.stopErr
+	ns := popBuffered(mb.conn, nil)
+	mb.mu.Lock()
+	mb.appendLocked(last, sizeOf(last))
+	mb.appendLocked(ns, sizeOf(ns))
+	reqErr := mb.stopErr
 	if cause != nil {
-		w.state, w.cause = stateDead, cause
+		mb.state, mb.cause = stateDead, cause
 		reqErr = &deadError{cause: cause}
 	} else {
-		w.state = stateRemoved
+		mb.state = stateRemoved
 	}
-	w.doing = doingOwn
-	reqs := w.reqs
-	w.reqs = nil
-	closeConn := cause == nil && w.closeOnExit
-	push := (cause != nil || len(w.pending) > 0) && w.markQueuedLocked()
-	w.mu.Unlock()
+	mb.doing = doingOwn
+	reqs := mb.reqs
+	mb.reqs = nil
+	closeConn := cause == nil && mb.closeOnExit
+	push := (cause != nil || len(mb.pending) > 0) && mb.markQueuedLocked()
+	mb.mu.Unlock()
 	for _, r := range reqs {
 		r.fail(reqErr)
 	}
 	if closeConn {
-		w.closeConn()
+		mb.closeConn()
 	}
 	if push {
-		w.m.pushReady(w)
+		mb.m.pushReady(mb)
 	}
 	if cause != nil {
-		w.m.logDeath(w, cause)
+		mb.m.logDeath(mb, cause)
 	} else {
-		w.m.forget(w)
+		mb.m.forget(mb)
 	}
 }
 
 // appendLocked adds ns, of size bytes, to pending. It reports whether ns
 // became pending whole (pending was empty), in which case the caller must
-// not reuse ns. Must be called with w.mu held.
-func (w *member) appendLocked(ns []*Notification, size int) (whole bool) {
+// not reuse ns. Must be called with mb.mu held.
+func (mb *member) appendLocked(ns []*Notification, size int) (whole bool) {
 	if len(ns) == 0 {
 		return false
 	}
-	if len(w.pending) == 0 {
+	if len(mb.pending) == 0 {
 		// Hand it over rather than copy it: the consumer takes pending as
 		// the caller's batch anyway.
-		w.pending = ns
+		mb.pending = ns
 		whole = true
 	} else {
-		w.pending = append(w.pending, ns...)
+		mb.pending = append(mb.pending, ns...)
 	}
-	w.pendingBytes += size
+	mb.pendingBytes += size
 	return whole
 }
 
 // markQueuedLocked records that the member has something for the consumer
 // and reports whether the caller must push it onto the ready queue. Must be
-// called with w.mu held.
-func (w *member) markQueuedLocked() bool {
-	if w.queued {
+// called with mb.mu held.
+func (mb *member) markQueuedLocked() bool {
+	if mb.queued {
 		return false
 	}
-	w.queued = true
+	mb.queued = true
 	return true
 }
 
 // publish adds ns, of size bytes, to pending and queues the member for the
 // consumer. It reports whether ns became pending whole (see appendLocked).
-func (w *member) publish(ns []*Notification, size int) (whole bool) {
+func (mb *member) publish(ns []*Notification, size int) (whole bool) {
 	if len(ns) == 0 {
 		return false
 	}
-	w.mu.Lock()
-	whole = w.appendLocked(ns, size)
-	w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
-	push := w.markQueuedLocked()
-	w.mu.Unlock()
+	mb.mu.Lock()
+	whole = mb.appendLocked(ns, size)
+	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+	push := mb.markQueuedLocked()
+	mb.mu.Unlock()
 	if push {
-		w.m.pushReady(w)
+		mb.m.pushReady(mb)
 	}
 	return whole
 }
 
 // publishBuffered publishes what pgx buffered during a round trip.
-func (w *member) publishBuffered() {
-	ns := popBuffered(w.conn, nil)
-	w.publish(ns, sizeOf(ns))
+func (mb *member) publishBuffered() {
+	ns := popBuffered(mb.conn, nil)
+	mb.publish(ns, sizeOf(ns))
 }
 
 // channelList returns the tracked channels, sorted.
-func (w *member) channelList() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]string, 0, len(w.channels))
-	for c := range w.channels {
+func (mb *member) channelList() []string {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	out := make([]string, 0, len(mb.channels))
+	for c := range mb.channels {
 		out = append(out, c)
 	}
 	slices.Sort(out)

@@ -7,7 +7,7 @@ package pgnotify
 // entry is one item of the ready queue: a member with something for the
 // consumer, or an event made in advance (Recovered).
 type entry struct {
-	w  *member
+	w  *member // the internal tests build entries by this name
 	ev *Event
 }
 
@@ -43,10 +43,10 @@ func (q *fifo) pop() (entry, bool) {
 	return e, true
 }
 
-// pushReady puts w at the back of the ready queue and wakes the consumer.
-func (m *Manager) pushReady(w *member) {
+// pushReady puts mb at the back of the ready queue and wakes the consumer.
+func (m *Manager) pushReady(mb *member) {
 	m.mu.Lock()
-	m.ready.push(entry{w: w})
+	m.ready.push(entry{w: mb})
 	m.mu.Unlock()
 	m.wakeConsumer()
 }
@@ -101,47 +101,47 @@ func (m *Manager) collectLocked() []Event {
 	}
 }
 
-// takeLocked appends to evs what the consumer takes from w, just popped
+// takeLocked appends to evs what the consumer takes from mb, just popped
 // from the ready queue: one batch, or with all every pending notification
-// in batches; then, once w has nothing left and is dead, its Dead event. It
-// reports whether w has more to yield, and so goes back in the queue. Must
+// in batches; then, once mb has nothing left and is dead, its Dead event. It
+// reports whether mb has more to yield, and so goes back in the queue. Must
 // be called with m.mu held.
-func (m *Manager) takeLocked(w *member, evs []Event, all bool) ([]Event, bool) {
-	w.mu.Lock()
-	ns, size := w.pending, w.pendingBytes
+func (m *Manager) takeLocked(mb *member, evs []Event, all bool) ([]Event, bool) {
+	mb.mu.Lock()
+	ns, size := mb.pending, mb.pendingBytes
 	if !all && len(ns) > 0 {
 		k, kb := m.cut(ns, size)
 		ns, size = ns[:k], kb
 	}
-	if len(ns) == len(w.pending) {
-		w.pending = nil
+	if len(ns) == len(mb.pending) {
+		mb.pending = nil
 	} else {
-		w.pending = w.pending[len(ns):]
+		mb.pending = mb.pending[len(ns):]
 	}
-	w.pendingBytes -= size
-	dead := w.state == stateDead
+	mb.pendingBytes -= size
+	dead := mb.state == stateDead
 	// A dead member's Dead event comes after its last batch, behind the
 	// other members when that batch is yielded on its own.
-	more := len(w.pending) > 0 || (dead && len(ns) > 0 && !all)
-	w.queued = more
-	w.mu.Unlock()
+	more := len(mb.pending) > 0 || (dead && len(ns) > 0 && !all)
+	mb.queued = more
+	mb.mu.Unlock()
 	if len(ns) > 0 {
-		w.roomFreed()
+		mb.roomFreed()
 	}
 	if !more {
-		m.dropRemovedLocked(w)
+		m.dropRemovedLocked(mb)
 	}
 	for len(ns) > 0 {
 		k, kb := m.cut(ns, size)
 		// The caller owns the batch: cap it so that an append to it can't
 		// write over what the waiter appends to pending.
-		evs = append(evs, Event{Kind: Batch, Conn: w.conn, Notifications: ns[:k:k]})
+		evs = append(evs, Event{Kind: Batch, Conn: mb.conn, Notifications: ns[:k:k]})
 		ns, size = ns[k:], size-kb
 		m.stats.batches.Add(1)
 		m.stats.notifications.Add(uint64(k))
 	}
 	if dead && !more {
-		evs = append(evs, m.buryLocked(w))
+		evs = append(evs, m.buryLocked(mb))
 	}
 	return evs, more
 }
@@ -166,8 +166,8 @@ func (m *Manager) cut(ns []*Notification, size int) (k, kb int) {
 
 // dropRemovedLocked forgets a removed member once everything it held is
 // taken. Must be called with m.mu held.
-func (m *Manager) dropRemovedLocked(w *member) {
-	if m.removed[w.conn] == w {
-		delete(m.removed, w.conn)
+func (m *Manager) dropRemovedLocked(mb *member) {
+	if m.removed[mb.conn] == mb {
+		delete(m.removed, mb.conn)
 	}
 }

@@ -271,10 +271,10 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 	}
 	delete(m.recovering, g.Conn)
 	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
-	w := newMember(m, conn, g.Channels, popBuffered(conn, pending))
-	w.adopted, w.attempt = time.Now(), attempt
+	mb := newMember(m, conn, g.Channels, popBuffered(conn, pending))
+	mb.adopted, mb.attempt = time.Now(), attempt
 	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
-	m.admitLocked(w)
+	m.admitLocked(mb)
 	m.mu.Unlock()
 	m.stats.recoveries.Add(1)
 	m.wakeConsumer()

@@ -84,7 +84,7 @@ func (m *Manager) Stats() Stats {
 		DeathsByCause:     map[string]uint64{},
 	}
 	m.mu.Lock()
-	ws := m.membersLocked(true)
+	mbs := m.membersLocked(true)
 	for cause, n := range m.deaths {
 		s.DeathsByCause[cause] = n
 		s.Deaths += n
@@ -92,14 +92,14 @@ func (m *Manager) Stats() Stats {
 	s.Garbage = len(m.garbage)
 	s.Recovering = len(m.recovering)
 	m.mu.Unlock()
-	for _, w := range ws {
-		w.mu.Lock()
-		s.Pending += len(w.pending)
-		s.PendingBytes += w.pendingBytes
-		if w.liveLocked() {
+	for _, mb := range mbs {
+		mb.mu.Lock()
+		s.Pending += len(mb.pending)
+		s.PendingBytes += mb.pendingBytes
+		if mb.liveLocked() {
 			s.Members++
 		}
-		w.mu.Unlock()
+		mb.mu.Unlock()
 	}
 	return s
 }

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// step is what the waiter does next, chosen under w.mu by waiter.next.
+// step is what the waiter does next, chosen under mb.mu by waiter.next.
 type step uint8
 
 const (
@@ -26,7 +26,7 @@ const (
 // that uses the connection (except a Do function it is lent to, or the
 // consumer it lends one read to). Nothing here is shared.
 type waiter struct {
-	w          *member
+	mb         *member
 	burst      []*Notification // read since the last publish; reused
 	burstBytes int             // sizeOf(burst)
 	room       int             // what pending may still take
@@ -40,31 +40,31 @@ type waiter struct {
 
 // run is the waiter: it publishes what it read, takes the next step, and
 // returns when the member stops or dies.
-func (w *member) run() {
-	defer close(w.exited)
-	wt := &waiter{w: w}
+func (mb *member) run() {
+	defer close(mb.exited)
+	wt := &waiter{mb: mb}
 	wt.quiet()
 	for {
 		step, req := wt.next()
 		switch step {
 		case stepStop:
-			w.exit(nil, nil)
+			mb.exit(nil, nil)
 			return
 		case stepServe:
 			wt.setDeadline(time.Time{})
-			if !w.serve(req) {
+			if !mb.serve(req) {
 				return
 			}
 			wt.quiet()
 		case stepPark:
 			// Not quiet: it waits for the consumer, so no ping (a ping
 			// would pull the whole backlog into memory).
-			<-w.wake
+			<-mb.wake
 			wt.quiet()
 		case stepPing:
-			w.m.stats.pings.Add(1)
+			mb.m.stats.pings.Add(1)
 			wt.setDeadline(time.Time{})
-			if !w.roundTrip(true) {
+			if !mb.roundTrip(true) {
 				return
 			}
 			wt.quiet()
@@ -76,8 +76,8 @@ func (w *member) run() {
 				// timeout (peekMessage), including the server's FATAL
 				// ErrorResponse; close it for anything pgx left open, so
 				// a member is never live with an unknown protocol state.
-				w.closeConn()
-				w.exit(err, wt.burst)
+				mb.closeConn()
+				mb.exit(err, wt.burst)
 				return
 			}
 		}
@@ -85,36 +85,36 @@ func (w *member) run() {
 }
 
 // next publishes the burst read since the last call and chooses the next
-// step, under w.mu, setting what the member is doing to match.
+// step, under mb.mu, setting what the member is doing to match.
 func (wt *waiter) next() (step, *request) {
-	w := wt.w
-	w.mu.Lock()
+	mb := wt.mb
+	mb.mu.Lock()
 	push, whole := false, false
 	if len(wt.burst) > 0 {
-		whole = w.appendLocked(wt.burst, wt.burstBytes)
-		w.m.stats.raisePeak(len(w.pending), w.pendingBytes)
-		push = w.markQueuedLocked()
+		whole = mb.appendLocked(wt.burst, wt.burstBytes)
+		mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+		push = mb.markQueuedLocked()
 		wt.traffic = true
 	}
-	wt.room = w.m.cfg.maxPending - len(w.pending)
-	wt.byteRoom = w.m.cfg.maxBytes - w.pendingBytes
-	w.doing = doingOwn
-	if w.deadlineMoved {
+	wt.room = mb.m.cfg.maxPending - len(mb.pending)
+	wt.byteRoom = mb.m.cfg.maxBytes - mb.pendingBytes
+	mb.doing = doingOwn
+	if mb.deadlineMoved {
 		// Moved maybe after the read had already returned: armed no
 		// longer says what is in force.
-		w.deadlineMoved = false
+		mb.deadlineMoved = false
 		wt.armed = pastDeadline
 	}
 	s, req := stepRead, (*request)(nil)
 	switch {
-	case w.state != stateLive:
+	case mb.state != stateLive:
 		s = stepStop
-	case len(w.reqs) > 0:
-		s, req = stepServe, w.reqs[0]
-		w.reqs[0] = nil
-		w.reqs = w.reqs[1:]
+	case len(mb.reqs) > 0:
+		s, req = stepServe, mb.reqs[0]
+		mb.reqs[0] = nil
+		mb.reqs = mb.reqs[1:]
 		if req.kind == reqHandover {
-			w.doing = doingLend
+			mb.doing = doingLend
 		}
 	case wt.room <= 0 || wt.byteRoom <= 0:
 		s = stepPark
@@ -123,11 +123,11 @@ func (wt *waiter) next() (step, *request) {
 	case !wt.armed.Equal(wt.healthAt):
 		s = stepArm
 	default:
-		w.doing = doingRead
+		mb.doing = doingRead
 	}
-	w.mu.Unlock()
+	mb.mu.Unlock()
 	if push {
-		w.m.pushReady(w)
+		mb.m.pushReady(mb)
 	}
 	wt.reuseBurst(whole)
 	return s, req
@@ -138,7 +138,7 @@ func (wt *waiter) next() (step, *request) {
 // stream reads without regrowing it.
 func (wt *waiter) reuseBurst(whole bool) {
 	if whole {
-		wt.burst = make([]*Notification, 0, min(max(len(wt.burst), 16), wt.w.m.cfg.maxPending))
+		wt.burst = make([]*Notification, 0, min(max(len(wt.burst), 16), wt.mb.m.cfg.maxPending))
 	} else if len(wt.burst) > 0 {
 		clear(wt.burst)
 		wt.burst = wt.burst[:0]
@@ -149,7 +149,7 @@ func (wt *waiter) reuseBurst(whole bool) {
 // quiet starts a new health-check interval.
 func (wt *waiter) quiet() {
 	wt.traffic, wt.pingDue = false, false
-	if every := wt.w.m.cfg.healthEvery; every > 0 {
+	if every := wt.mb.m.cfg.healthEvery; every > 0 {
 		wt.healthAt = time.Now().Add(every)
 	}
 }
@@ -157,7 +157,7 @@ func (wt *waiter) quiet() {
 // setDeadline moves the read deadline to t unless it is there already.
 func (wt *waiter) setDeadline(t time.Time) {
 	if !wt.armed.Equal(t) {
-		wt.w.netConn.SetReadDeadline(t)
+		wt.mb.netConn.SetReadDeadline(t)
 		wt.armed = t
 	}
 }
@@ -166,8 +166,8 @@ func (wt *waiter) setDeadline(t time.Time) {
 // pgx's buffer already holds behind it. A timeout (an interrupt or the
 // health deadline) is not an error; it returns any other read error.
 func (wt *waiter) read() error {
-	w := wt.w
-	n, err := w.conn.WaitForNotification(context.Background())
+	mb := wt.mb
+	n, err := mb.conn.WaitForNotification(context.Background())
 	if n == nil && err == nil {
 		// A notification arrived and went to the config's OnNotification
 		// instead of pgx's buffer: deaf, so dead.
@@ -176,7 +176,7 @@ func (wt *waiter) read() error {
 	if n != nil {
 		wt.burst = append(wt.burst, n)
 		wt.burstBytes += notificationOverhead + len(n.Channel) + len(n.Payload)
-		if err == nil && wt.room > 1 && wt.burstBytes < wt.byteRoom && w.conn.PgConn().Frontend().ReadBufferLen() > 0 {
+		if err == nil && wt.room > 1 && wt.burstBytes < wt.byteRoom && mb.conn.PgConn().Frontend().ReadBufferLen() > 0 {
 			wt.armed = pastDeadline
 			err = wt.takeBurst()
 		}
@@ -184,9 +184,9 @@ func (wt *waiter) read() error {
 	if err == nil {
 		return nil
 	}
-	if pgconn.Timeout(err) && !w.conn.IsClosed() {
+	if pgconn.Timeout(err) && !mb.conn.IsClosed() {
 		wt.armed = pastDeadline
-		if w.m.cfg.healthEvery > 0 && !time.Now().Before(wt.healthAt) {
+		if mb.m.cfg.healthEvery > 0 && !time.Now().Before(wt.healthAt) {
 			if wt.traffic {
 				wt.quiet()
 			} else {
@@ -202,20 +202,20 @@ func (wt *waiter) read() error {
 // it is waiting in Next (see loan), here otherwise.
 func (wt *waiter) takeBurst() error {
 	if wt.loan == nil {
-		wt.loan = &loan{w: wt.w, back: make(chan error, 1)}
+		wt.loan = &loan{mb: wt.mb, back: make(chan error, 1)}
 	}
 	l := wt.loan
 	l.burst, l.size, l.room, l.byteRoom = wt.burst, wt.burstBytes, wt.room, wt.byteRoom
 	select {
-	case wt.w.m.loans <- l:
+	case wt.mb.m.loans <- l:
 	default:
-		return readBurst(wt.w, &wt.burst, &wt.burstBytes, wt.room, wt.byteRoom, 0)
+		return readBurst(wt.mb, &wt.burst, &wt.burstBytes, wt.room, wt.byteRoom, 0)
 	}
 	err := <-l.back
 	// The consumer published the burst, and left a buffer to reuse.
 	wt.burst, wt.burstBytes, wt.traffic = l.burst, 0, true
 	if wt.burst == nil {
-		wt.burst = make([]*Notification, 0, min(max(l.n, 16), wt.w.m.cfg.maxPending))
+		wt.burst = make([]*Notification, 0, min(max(l.n, 16), wt.mb.m.cfg.maxPending))
 	}
 	l.burst = nil
 	return err
@@ -229,20 +229,20 @@ func (wt *waiter) takeBurst() error {
 // loan) a read that got something waits up to linger for pgx's buffer to
 // refill before the burst ends. It returns a read error other than that
 // timeout.
-func readBurst(w *member, burst *[]*Notification, size *int, room, byteRoom int, linger time.Duration) error {
-	w.netConn.SetReadDeadline(pastDeadline)
+func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int, linger time.Duration) error {
+	mb.netConn.SetReadDeadline(pastDeadline)
 	got := len(*burst)
 	for len(*burst) < room && *size < byteRoom {
-		n, err := w.conn.WaitForNotification(context.Background())
+		n, err := mb.conn.WaitForNotification(context.Background())
 		if n != nil {
 			*burst = append(*burst, n)
 			*size += notificationOverhead + len(n.Channel) + len(n.Payload)
 		}
 		if err != nil {
-			if pgconn.Timeout(err) && !w.conn.IsClosed() {
+			if pgconn.Timeout(err) && !mb.conn.IsClosed() {
 				if linger > 0 && len(*burst) > got {
 					got = len(*burst)
-					w.netConn.SetReadDeadline(time.Now().Add(linger))
+					mb.netConn.SetReadDeadline(time.Now().Add(linger))
 					continue
 				}
 				return nil
@@ -257,26 +257,26 @@ func readBurst(w *member, burst *[]*Notification, size *int, room, byteRoom int,
 }
 
 // serve performs one request and reports whether the member is still live.
-func (w *member) serve(r *request) bool {
+func (mb *member) serve(r *request) bool {
 	if !r.take() {
 		return true // withdrawn: its caller stopped waiting
 	}
 	if r.kind == reqRoundTrip {
-		live := w.roundTrip(false)
+		live := mb.roundTrip(false)
 		r.done <- nil
 		return live
 	}
 	r.done <- nil
 	<-r.released
 	defer close(r.settled)
-	if !w.conn.IsClosed() {
-		if s := w.conn.PgConn().TxStatus(); s != 'I' {
-			r.afterErr = w.rollback(s)
+	if !mb.conn.IsClosed() {
+		if s := mb.conn.PgConn().TxStatus(); s != 'I' {
+			r.afterErr = mb.rollback(s)
 		}
 	}
-	w.publishBuffered()
-	if w.conn.IsClosed() {
-		w.exit(cmp.Or(r.fnErr, r.afterErr, errClosedInDo), nil)
+	mb.publishBuffered()
+	if mb.conn.IsClosed() {
+		mb.exit(cmp.Or(r.fnErr, r.afterErr, errClosedInDo), nil)
 		return false
 	}
 	return true
@@ -288,12 +288,12 @@ func (w *member) serve(r *request) bool {
 // notification committed before the ping ahead of its ReadyForQuery, so
 // after it pgx's buffer holds all of them; they are published before a
 // death is.
-func (w *member) roundTrip(health bool) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
-	err := w.conn.PgConn().Ping(ctx)
+func (mb *member) roundTrip(health bool) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), mb.m.cfg.roundTripTimeout())
+	err := mb.conn.PgConn().Ping(ctx)
 	cancel()
-	w.publishBuffered()
-	if err == nil && !w.conn.IsClosed() {
+	mb.publishBuffered()
+	if err == nil && !mb.conn.IsClosed() {
 		return true
 	}
 	if err == nil {
@@ -302,8 +302,8 @@ func (w *member) roundTrip(health bool) bool {
 	if health {
 		err = fmt.Errorf("%w: %w", errHealth, err)
 	}
-	w.closeConn()
-	w.exit(err, nil)
+	mb.closeConn()
+	mb.exit(err, nil)
 	return false
 }
 
@@ -312,11 +312,11 @@ func (w *member) roundTrip(health bool) bool {
 // notification until it ends, while health pings still pass. It returns the
 // error Do reports; if the ROLLBACK fails the connection is closed, and the
 // member dies of that error.
-func (w *member) rollback(s byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), w.m.cfg.roundTripTimeout())
+func (mb *member) rollback(s byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), mb.m.cfg.roundTripTimeout())
 	defer cancel()
-	if _, err := w.conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
-		w.closeConn()
+	if _, err := mb.conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
+		mb.closeConn()
 		return fmt.Errorf("%w (status %q), and the ROLLBACK failed: %w", errTxLeftOpen, s, err)
 	}
 	return fmt.Errorf("%w (status %q); it was rolled back", errTxLeftOpen, s)
@@ -324,8 +324,8 @@ func (w *member) rollback(s byte) error {
 
 // closeConn closes a connection the waiter owns, without waiting on a dead
 // peer for long.
-func (w *member) closeConn() {
+func (mb *member) closeConn() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	w.conn.Close(ctx)
+	mb.conn.Close(ctx)
 	cancel()
 }

@@ -15,12 +15,14 @@ import "time"
 //	        consumer is parked in Next's select right now
 //	waiter: waits on back, doing nothing with the connection
 //	consumer: readBurst on the connection, publishes the burst, sends the
-//	          read's error on back; it waits at most loanLinger for pgx's
-//	          buffer to refill, so a backlog is decoded in bursts of up to
-//	          the pending bound, one hand-over each
+//	          read's error on back; while notifications stream in it
+//	          reads on across pgx's buffer refills (see loanLinger), so a
+//	          backlog is decoded in bursts of up to the pending bound, one
+//	          hand-over each
 //	waiter: owns the connection again; a read error is its death as usual
 //
-// The consumer does bounded work (loanLinger per buffer refill at most) between taking the loan
+// The consumer does bounded work (at most the pending bound, and two
+// loanLinger waits past the stream's end) between taking the loan
 // and answering, so the waiter never waits long, and the member's requests
 // (Do, Remove, Close) find it at the top of its loop soon after. A read
 // error is handed back, never acted on by the consumer: only the waiter
@@ -69,9 +71,17 @@ func (mb *member) publishFromConsumer(ns []*Notification, size int) (whole bool)
 	return whole
 }
 
-// loanLinger is how long a loan's read waits for pgx's buffer to refill
-// before it hands the connection back.
-const loanLinger = 50 * time.Microsecond
+// A loan's burst goes on across pgx's buffer refills only while the
+// notifications stream in: lingerBytes (in sizeOf's measure, about a third
+// of pgx's 8 KiB read buffer on the wire) read since the deadline was last
+// set. Then the deadline moves loanLinger ahead. A few notifications at a
+// time never linger: Go's poller may take a millisecond to fire so short
+// a deadline (epoll waits in milliseconds), which would show in latency.
+// At the end of a stream the burst is held back at most two such waits.
+const (
+	loanLinger  = 50 * time.Microsecond
+	lingerBytes = 4096
+)
 
 // testSignal is a test seam that costs nothing in production, after
 // River's testsignal: nil and inert unless a test makes it, then each

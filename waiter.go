@@ -225,13 +225,14 @@ func (wt *waiter) takeBurst() error {
 // room in all and until size reaches byteRoom, without a lock or a wake-up
 // per notification. The past deadline makes the read that would block, on a
 // partial message or on one that is not a notification, fail at once
-// instead, so a burst is never held back unpublished; with linger > 0 (a
-// loan) a read that got something waits up to linger for pgx's buffer to
-// refill before the burst ends. It returns a read error other than that
-// timeout.
+// instead, so a burst is never held back unpublished. With linger > 0 (a
+// loan), while notifications stream in (lingerBytes or more since the
+// deadline was last set), the deadline moves linger ahead instead, so that
+// the burst goes on across pgx's buffer refills. It returns a read error
+// other than the timeout.
 func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int, linger time.Duration) error {
 	mb.netConn.SetReadDeadline(pastDeadline)
-	got := len(*burst)
+	armedAt := 0 // *size when the linger deadline was last set
 	for len(*burst) < room && *size < byteRoom {
 		n, err := mb.conn.WaitForNotification(context.Background())
 		if n != nil {
@@ -240,8 +241,9 @@ func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int
 		}
 		if err != nil {
 			if pgconn.Timeout(err) && !mb.conn.IsClosed() {
-				if linger > 0 && len(*burst) > got {
-					got = len(*burst)
+				if linger > 0 && *size-armedAt >= lingerBytes {
+					// A stream: the next refill is most likely there.
+					armedAt = *size
 					mb.netConn.SetReadDeadline(time.Now().Add(linger))
 					continue
 				}

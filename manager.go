@@ -486,7 +486,7 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 			return ctx.Err()
 		}
 		if err := <-r.done; err == nil {
-			close(r.released)
+			r.released <- nil // taken meanwhile: hand the connection straight back
 		}
 		return ctx.Err()
 	}
@@ -499,20 +499,18 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 		mb.mu.Lock()
 		mb.borrower = 0
 		mb.mu.Unlock()
-		close(r.released)
+		r.released <- err
 		// Return once what fn received is pending (or the Dead event is
 		// queued), so the caller's next Next or Drain sees it.
-		<-r.settled
-		switch {
-		case r.afterErr == nil:
+		switch afterErr := <-r.done; {
+		case afterErr == nil:
 		case err == nil:
-			err = r.afterErr
+			err = afterErr
 		default:
-			err = errors.Join(err, r.afterErr)
+			err = errors.Join(err, afterErr)
 		}
 	}()
-	r.fnErr = fn(conn)
-	return r.fnErr
+	return fn(conn)
 }
 
 // Listen makes conn, a member, listen on channels, and records them for

@@ -37,25 +37,32 @@ const (
 )
 
 // request is something another goroutine needs done on the connection.
+// A Do's hand-over, as the two goroutines see it:
+//
+//	caller                              waiter
+//	submit ────────────────────────────► takes it (reqAnswered)
+//	<-done: nil ◄──────────────────────── done <- nil, then waits on released
+//	runs fn with the connection
+//	released <- fn's error ────────────► undoes what fn left (a transaction),
+//	                                     publishes what pgx buffered (or dies)
+//	<-done: what it undid ◄────────────── done <- what it undid
 type request struct {
 	kind  requestKind
 	state atomic.Int32
-	// done receives one value: nil once the waiter took the request (for
-	// reqHandover, the caller owns the connection until it closes
-	// released; for reqRoundTrip, the round trip is over), or why it will
-	// not be served.
-	done     chan error
-	released chan struct{}
-	fnErr    error         // written by the caller before it closes released
-	settled  chan struct{} // closed once what fn left in pgx's buffer is published
-	afterErr error         // written by the waiter before it closes settled: what it had to undo
+	// done (cap 1) carries the waiter's answers: nil once it took the
+	// request (for reqRoundTrip: once the round trip is over), or why it
+	// will not serve it; for reqHandover, then a second one once what fn
+	// left in pgx's buffer is published: what the waiter had to undo.
+	done chan error
+	// released (cap 1, reqHandover) carries fn's error back with the
+	// connection.
+	released chan error
 }
 
 func newRequest(kind requestKind) *request {
 	r := &request{kind: kind, done: make(chan error, 1)}
 	if kind == reqHandover {
-		r.released = make(chan struct{})
-		r.settled = make(chan struct{})
+		r.released = make(chan error, 1)
 	}
 	return r
 }

@@ -269,19 +269,20 @@ func (mb *member) serve(r *request) bool {
 		return live
 	}
 	r.done <- nil
-	<-r.released
-	defer close(r.settled)
+	fnErr := <-r.released
+	var afterErr error
 	if !mb.conn.IsClosed() {
 		if s := mb.conn.PgConn().TxStatus(); s != 'I' {
-			r.afterErr = mb.rollback(s)
+			afterErr = mb.rollback(s)
 		}
 	}
 	mb.publishBuffered()
-	if mb.conn.IsClosed() {
-		mb.exit(cmp.Or(r.fnErr, r.afterErr, errClosedInDo), nil)
-		return false
+	live := !mb.conn.IsClosed()
+	if !live {
+		mb.exit(cmp.Or(fnErr, afterErr, errClosedInDo), nil)
 	}
-	return true
+	r.done <- afterErr
+	return live
 }
 
 // roundTrip pings the server on a fresh context with its own timeout and

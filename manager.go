@@ -28,12 +28,16 @@ import (
 // returns or [Manager.TakeGarbage] hands it back: use it only through
 // [Manager.Do], [Manager.Listen] and [Manager.Unlisten].
 type Manager struct {
-	cfg     config
+	cfg     config       // read-only after NewManager
 	timeout atomic.Int64 // time.Duration; NoTimeout, 0 or > 0
 
 	signal   chan struct{} // cap 1: the ready queue or the set changed
 	closedCh chan struct{} // closed by Close
-	stats    counters
+	// loans is unbuffered: a waiter's offer (see loan) is taken only by a
+	// consumer blocked in Next at that moment.
+	loans chan *loan
+	stats counters
+	test  testSignals // set only by tests, before the first Add
 
 	// ctx is cancelled by Close; automatic reconnects dial under it.
 	ctx    context.Context
@@ -51,8 +55,10 @@ type Manager struct {
 	// idle is the consumer's.
 	idle idleTimer
 
-	mu      sync.Mutex
-	members map[*pgx.Conn]*member  // live members, and dead ones whose Dead event is not yet yielded
+	mu sync.Mutex // guards the fields below, and each member's seq
+	// members are the live and stopping members, and dead ones whose Dead
+	// event is not yet yielded.
+	members map[*pgx.Conn]*member
 	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
 	// removed holds removed members whose pending notifications are not
 	// all yielded yet: adding the connection again carries them over, so
@@ -63,8 +69,9 @@ type Manager struct {
 	recovering map[*pgx.Conn]struct{}
 	deaths     map[string]uint64 // Dead events yielded, by causeClass
 	ready      fifo
+	popped     [1]Event // popLocked's scratch, so that a batch costs no allocation
 	garbage    []Garbage
-	pass       *pass // the drain pass in progress, if any; its events are the consumer's once collected
+	pass       *drainPass // the drain pass in progress, if any
 	seq        uint64
 	closed     bool
 }
@@ -75,6 +82,7 @@ func NewManager(opts ...Option) *Manager {
 		cfg:      newConfig(opts),
 		signal:   make(chan struct{}, 1),
 		closedCh: make(chan struct{}),
+		loans:    make(chan *loan),
 		members:  make(map[*pgx.Conn]*member),
 		adding:   make(map[*pgx.Conn]struct{}),
 		removed:  make(map[*pgx.Conn]*member),
@@ -160,9 +168,9 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 		return err
 	}
 
-	ws := make([]*member, len(conns))
+	mbs := make([]*member, len(conns))
 	for i, c := range conns {
-		ws[i] = newMember(m, c, channels[i], popBuffered(c, nil))
+		mbs[i] = newMember(m, c, channels[i], popBuffered(c, nil))
 	}
 	m.mu.Lock()
 	if m.closed {
@@ -170,26 +178,18 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 		return ErrClosed
 	}
 	committed = true
-	for _, w := range ws {
-		delete(m.adding, w.conn)
-		if old := m.removed[w.conn]; old != nil {
+	for _, mb := range mbs {
+		if old := m.removed[mb.conn]; old != nil {
 			// Removed with notifications not yet yielded: they come first.
 			// The old member's entry in the ready queue then yields nothing.
-			delete(m.removed, w.conn)
+			delete(m.removed, mb.conn)
 			old.mu.Lock()
-			w.pending = slices.Concat(old.pending, w.pending)
-			w.pendingBytes += old.pendingBytes
+			mb.pending = slices.Concat(old.pending, mb.pending)
+			mb.pendingBytes += old.pendingBytes
 			old.pending, old.pendingBytes = nil, 0
 			old.mu.Unlock()
 		}
-		m.seq++
-		w.seq = m.seq
-		m.members[w.conn] = w
-		if len(w.pending) > 0 {
-			w.queued = true
-			m.ready.push(entry{w: w})
-		}
-		w.start()
+		m.admitLocked(mb)
 	}
 	m.mu.Unlock()
 	m.wakeConsumer()
@@ -222,6 +222,42 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 		m.adding[c] = struct{}{}
 	}
 	return nil
+}
+
+// admitLocked makes mb, reserved, a member and starts its waiter: from
+// reserved to member in one step, for Add and for a recovery (released any
+// later, the reservation could be another Add's by then). Must be called
+// with m.mu held.
+func (m *Manager) admitLocked(mb *member) {
+	delete(m.adding, mb.conn)
+	m.seq++
+	mb.seq = m.seq
+	m.members[mb.conn] = mb
+	if len(mb.pending) > 0 {
+		mb.queued = true
+		m.ready.push(entry{w: mb})
+	}
+	mb.start()
+}
+
+// membersLocked returns the members, with the removed ones that still have
+// notifications to yield when removed is true. Must be called with m.mu
+// held.
+func (m *Manager) membersLocked(removed bool) []*member {
+	n := len(m.members)
+	if removed {
+		n += len(m.removed)
+	}
+	mbs := make([]*member, 0, n)
+	for _, mb := range m.members {
+		mbs = append(mbs, mb)
+	}
+	if removed {
+		for _, mb := range m.removed {
+			mbs = append(mbs, mb)
+		}
+	}
+	return mbs
 }
 
 func (m *Manager) unreserve(conns []*pgx.Conn) {
@@ -266,8 +302,8 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	w := m.members[conn]
-	if w == nil {
+	mb := m.members[conn]
+	if mb == nil {
 		defer m.mu.Unlock()
 		for _, g := range m.garbage {
 			if g.Conn == conn {
@@ -277,13 +313,13 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 		return nil, ErrNotManaged
 	}
 	m.mu.Unlock()
-	w.mu.Lock()
-	b := w.borrower
-	w.mu.Unlock()
+	mb.mu.Lock()
+	b := mb.borrower
+	mb.mu.Unlock()
 	if b != 0 && b == goid() {
 		return nil, errLent
 	}
-	return w, nil
+	return mb, nil
 }
 
 // Remove takes conns out of the set and gives them back to the caller,
@@ -299,35 +335,32 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	if len(conns) == 0 {
 		return m.checkOpen()
 	}
-	ws := make([]*member, len(conns))
+	mbs := make([]*member, len(conns))
 	for i, c := range conns {
-		w, err := m.lookup(c)
+		mb, err := m.lookup(c)
 		if err != nil {
 			return &connError{"remove", nth(i), err}
 		}
-		w.mu.Lock()
-		err = w.unusableLocked()
-		w.mu.Unlock()
+		mb.mu.Lock()
+		err = mb.unusableLocked()
+		mb.mu.Unlock()
 		if err != nil {
 			return &connError{"remove", nth(i), err}
 		}
-		ws[i] = w
+		mbs[i] = mb
 	}
-	for _, w := range ws {
-		w.requestStop()
+	for _, mb := range mbs {
+		mb.requestStop()
 	}
-	for _, w := range ws {
+	for _, mb := range mbs {
 		select {
-		case <-w.exited:
+		case <-mb.exited:
 		case <-ctx.Done():
 			gaveUp := false
-			for _, w := range ws {
-				w.mu.Lock()
-				if w.state == stateLive {
-					w.closeOut = true
-					gaveUp = true
-				}
-				w.mu.Unlock()
+			for _, mb := range mbs {
+				mb.mu.Lock()
+				gaveUp = mb.giveUpLocked() || gaveUp
+				mb.mu.Unlock()
 			}
 			if gaveUp {
 				return fmt.Errorf("pgnotify: remove: %w", ctx.Err())
@@ -338,28 +371,28 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	// A member that died after the check above is not handed back: its
 	// Dead event follows.
 	var errs []error
-	for i, w := range ws {
-		w.mu.Lock()
-		if w.state == stateDead {
-			errs = append(errs, &connError{"remove", nth(i), &deadError{cause: w.cause}})
+	for i, mb := range mbs {
+		mb.mu.Lock()
+		if mb.state == stateDead {
+			errs = append(errs, &connError{"remove", nth(i), &deadError{cause: mb.cause}})
 		}
-		w.mu.Unlock()
+		mb.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
 // forget drops a removed member from the set, keeping it in m.removed while
 // it has notifications to yield.
-func (m *Manager) forget(w *member) {
+func (m *Manager) forget(mb *member) {
 	m.mu.Lock()
-	if m.members[w.conn] == w {
-		delete(m.members, w.conn)
+	if m.members[mb.conn] == mb {
+		delete(m.members, mb.conn)
 	}
-	w.mu.Lock()
-	left := len(w.pending) > 0
-	w.mu.Unlock()
+	mb.mu.Lock()
+	left := len(mb.pending) > 0
+	mb.mu.Unlock()
 	if left {
-		m.removed[w.conn] = w
+		m.removed[mb.conn] = mb
 	}
 	m.mu.Unlock()
 	m.wakeConsumer()
@@ -368,19 +401,16 @@ func (m *Manager) forget(w *member) {
 // Conns returns the live members, in the order they were added.
 func (m *Manager) Conns() []*pgx.Conn {
 	m.mu.Lock()
-	ws := make([]*member, 0, len(m.members))
-	for _, w := range m.members {
-		ws = append(ws, w)
-	}
+	mbs := m.membersLocked(false)
 	m.mu.Unlock()
-	slices.SortFunc(ws, func(a, b *member) int { return cmp.Compare(a.seq, b.seq) })
-	out := make([]*pgx.Conn, 0, len(ws))
-	for _, w := range ws {
-		w.mu.Lock()
-		if w.state == stateLive && !w.stop {
-			out = append(out, w.conn)
+	slices.SortFunc(mbs, func(a, b *member) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([]*pgx.Conn, 0, len(mbs))
+	for _, mb := range mbs {
+		mb.mu.Lock()
+		if mb.liveLocked() {
+			out = append(out, mb.conn)
 		}
-		w.mu.Unlock()
+		mb.mu.Unlock()
 	}
 	return out
 }
@@ -438,12 +468,12 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 	if fn == nil {
 		return errors.New("pgnotify: Do: nil function")
 	}
-	w, err := m.lookup(conn)
+	mb, err := m.lookup(conn)
 	if err != nil {
 		return err
 	}
 	r := newRequest(reqHandover)
-	if err := w.submit(r); err != nil {
+	if err := mb.submit(r); err != nil {
 		return err
 	}
 	select {
@@ -456,33 +486,31 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 			return ctx.Err()
 		}
 		if err := <-r.done; err == nil {
-			close(r.released)
+			r.released <- nil // taken meanwhile: hand the connection straight back
 		}
 		return ctx.Err()
 	}
 	// A request this goroutine makes on conn from inside fn would wait
 	// for fn to return: lookup refuses it.
-	w.mu.Lock()
-	w.borrower = goid()
-	w.mu.Unlock()
+	mb.mu.Lock()
+	mb.borrower = goid()
+	mb.mu.Unlock()
 	defer func() {
-		w.mu.Lock()
-		w.borrower = 0
-		w.mu.Unlock()
-		close(r.released)
+		mb.mu.Lock()
+		mb.borrower = 0
+		mb.mu.Unlock()
+		r.released <- err
 		// Return once what fn received is pending (or the Dead event is
 		// queued), so the caller's next Next or Drain sees it.
-		<-r.settled
-		switch {
-		case r.afterErr == nil:
+		switch afterErr := <-r.done; {
+		case afterErr == nil:
 		case err == nil:
-			err = r.afterErr
+			err = afterErr
 		default:
-			err = errors.Join(err, r.afterErr)
+			err = errors.Join(err, afterErr)
 		}
 	}()
-	r.fnErr = fn(conn)
-	return r.fnErr
+	return fn(conn)
 }
 
 // Listen makes conn, a member, listen on channels, and records them for
@@ -549,176 +577,45 @@ func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels [
 // round-trip timeout), so cancelling ctx never closes the connection. cmd
 // updates the tracked channel set, under the member's lock, on success.
 func (m *Manager) channelCommand(ctx context.Context, conn *pgx.Conn, cmd func(context.Context, *pgx.Conn, map[string]struct{}) error) error {
-	w, err := m.lookup(conn)
+	mb, err := m.lookup(conn)
 	if err != nil {
 		return err
 	}
 	return m.Do(ctx, conn, func(c *pgx.Conn) error {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
 		defer cancel()
-		w.mu.Lock()
-		tracked := maps.Clone(w.channels)
-		w.mu.Unlock()
+		mb.mu.Lock()
+		tracked := maps.Clone(mb.channels)
+		mb.mu.Unlock()
 		if err := cmd(qctx, c, tracked); err != nil {
 			return err
 		}
-		w.mu.Lock()
-		w.channels = tracked
-		w.mu.Unlock()
+		mb.mu.Lock()
+		mb.channels = tracked
+		mb.mu.Unlock()
 		return nil
 	})
 }
 
-// pushReady puts w at the back of the ready queue and wakes the consumer.
-func (m *Manager) pushReady(w *member) {
-	m.mu.Lock()
-	m.ready.push(entry{w: w})
-	m.mu.Unlock()
-	m.wakeConsumer()
-}
-
-func (m *Manager) wakeConsumer() {
-	select {
-	case m.signal <- struct{}{}:
-	default:
-	}
-}
-
-// popLocked takes the next event from the ready queue. A member with more
-// than one batch goes to the back, behind the others. Must be called with
-// m.mu held.
-func (m *Manager) popLocked() (Event, bool) {
-	for {
-		e, ok := m.ready.pop()
-		if !ok {
-			return Event{}, false
-		}
-		if e.ev != nil {
-			return *e.ev, true
-		}
-		w := e.w
-		w.mu.Lock()
-		if n := len(w.pending); n > 0 {
-			k, size := m.cut(w.pending, w.pendingBytes)
-			// The caller owns the batch: cap it so that an append to it
-			// can't write over what the waiter appends to pending.
-			batch := w.pending[:k:k]
-			if k == n {
-				w.pending = nil
-			} else {
-				w.pending = w.pending[k:]
-			}
-			w.pendingBytes -= size
-			again := len(w.pending) > 0 || w.state == stateDead
-			w.queued = again
-			w.mu.Unlock()
-			if again {
-				m.ready.push(e)
-			} else {
-				m.dropRemovedLocked(w)
-			}
-			w.roomFreed()
-			m.stats.batches.Add(1)
-			m.stats.notifications.Add(uint64(k))
-			return Event{Kind: Batch, Conn: w.conn, Notifications: batch}, true
-		}
-		w.queued = false
-		dead := w.state == stateDead
-		w.mu.Unlock()
-		if dead {
-			return m.buryLocked(w), true
-		}
-	}
-}
-
-// collectLocked takes every event in the ready queue now, for a drain pass:
-// each member's whole pending set, in batches of at most the bound, then
-// its Dead event. Members become ready again with what arrives later, which
-// belongs to the next pass. Must be called with m.mu held.
-func (m *Manager) collectLocked() []Event {
-	var evs []Event
-	for {
-		e, ok := m.ready.pop()
-		if !ok {
-			return evs
-		}
-		if e.ev != nil {
-			evs = append(evs, *e.ev)
-			continue
-		}
-		w := e.w
-		w.mu.Lock()
-		ns, size := w.pending, w.pendingBytes
-		w.pending, w.pendingBytes = nil, 0
-		w.queued = false
-		dead := w.state == stateDead
-		w.mu.Unlock()
-		w.roomFreed()
-		m.dropRemovedLocked(w)
-		for len(ns) > 0 {
-			k, kb := m.cut(ns, size)
-			evs = append(evs, Event{Kind: Batch, Conn: w.conn, Notifications: ns[:k:k]})
-			ns, size = ns[k:], size-kb
-			m.stats.batches.Add(1)
-			m.stats.notifications.Add(uint64(k))
-		}
-		if dead {
-			evs = append(evs, m.buryLocked(w))
-		}
-	}
-}
-
-// cut returns how many of ns, whose size is size, make the next batch, and
-// their size: at most the pending bound in number and in bytes, and at
-// least one.
-func (m *Manager) cut(ns []*Notification, size int) (k, kb int) {
-	k = min(len(ns), m.cfg.maxPending)
-	if k == len(ns) && size <= m.cfg.maxBytes {
-		return k, size
-	}
-	for i, x := range ns[:k] {
-		s := notificationOverhead + len(x.Channel) + len(x.Payload)
-		if i > 0 && kb+s > m.cfg.maxBytes {
-			return i, kb
-		}
-		kb += s
-	}
-	return k, kb
-}
-
-// dropRemovedLocked forgets a removed member once everything it held is
-// taken. Must be called with m.mu held.
-func (m *Manager) dropRemovedLocked(w *member) {
-	if m.removed[w.conn] == w {
-		delete(m.removed, w.conn)
-	}
-}
-
 // buryLocked moves a dead member, all of whose notifications were taken, to
 // the garbage set and returns its Dead event. Must be called with m.mu held.
-func (m *Manager) buryLocked(w *member) Event {
-	w.mu.Lock()
-	cause := w.cause
-	w.mu.Unlock()
-	g := Garbage{Conn: w.conn, Err: cause, Channels: w.channelList()}
-	if m.members[w.conn] == w {
-		delete(m.members, w.conn)
+func (m *Manager) buryLocked(mb *member) Event {
+	mb.mu.Lock()
+	cause := mb.cause
+	mb.mu.Unlock()
+	g := Garbage{Conn: mb.conn, Err: cause, Channels: mb.channelList()}
+	if m.members[mb.conn] == mb {
+		delete(m.members, mb.conn)
 	}
 	m.garbage = append(m.garbage, g)
 	m.deaths[causeClass(cause)]++
 	if m.cfg.dial != nil && !m.closed {
 		// Recovery starts only now, so its Recovered event cannot overtake
-		// the Dead one. A connection that dies soon after it was recovered
-		// keeps backing off: no storm against a server that accepts and
-		// then drops.
-		attempt := 0
-		if !w.adopted.IsZero() && time.Since(w.adopted) < m.cfg.stableAfter() {
-			attempt = w.attempt + 1
-		}
+		// the Dead one.
 		m.recovering[g.Conn] = struct{}{}
-		m.goReconnect(g, attempt)
+		m.goReconnect(g, m.cfg.firstAttempt(mb))
 	}
-	return Event{Kind: Dead, Conn: w.conn, Err: cause}
+	return Event{Kind: Dead, Conn: mb.conn, Err: cause}
 }
 
 // emptyLocked reports whether the set has nothing left to yield. Must be
@@ -775,6 +672,10 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 		}
 		select {
 		case <-m.signal:
+		case l := <-m.loans:
+			// A waiter lends us its read: decode its burst here, where it
+			// is consumed, and take it at the top of the loop.
+			l.decode()
 		case <-m.closedCh:
 		case <-ctx.Done():
 			return Event{}, ctx.Err()
@@ -789,80 +690,6 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 			return Event{Kind: Idle}, nil
 		}
 	}
-}
-
-// leftoverLocked yields what remains of a drain pass whose events were
-// collected but not all yielded when the timeout changed. Must be called
-// with m.mu held.
-func (m *Manager) leftoverLocked() (Event, bool) {
-	p := m.pass
-	if p == nil || !p.collected {
-		return Event{}, false
-	}
-	if len(p.events) == 0 {
-		m.pass = nil
-		return Event{}, false
-	}
-	ev := p.events[0]
-	p.events = p.events[1:]
-	return ev, true
-}
-
-// nextInPass is Next with a zero timeout: it starts a pass if none is in
-// progress, waits for its round trips, then yields its events one per call
-// and io.EOF at its end.
-func (m *Manager) nextInPass(ctx context.Context) (Event, error) {
-	p, err := m.currentPass(ctx)
-	if err != nil {
-		return Event{}, err
-	}
-	if len(p.events) > 0 {
-		ev := p.events[0]
-		p.events[0] = Event{}
-		p.events = p.events[1:]
-		return ev, nil
-	}
-	m.endPass(p)
-	return Event{}, io.EOF
-}
-
-// currentPass returns the pass in progress, starting one if there is none,
-// once its round trips are over and its events collected.
-func (m *Manager) currentPass(ctx context.Context) (*pass, error) {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, ErrClosed
-	}
-	p := m.pass
-	if p == nil {
-		ws := make([]*member, 0, len(m.members))
-		for _, w := range m.members {
-			ws = append(ws, w)
-		}
-		p = m.startPass(ws)
-		m.pass = p
-	}
-	m.mu.Unlock()
-	select {
-	case <-p.done:
-	case <-m.closedCh:
-		return nil, ErrClosed
-	case <-ctx.Done():
-		// The round trips go on under their own timeouts; what they
-		// bring stays pending for the next call.
-		return nil, ctx.Err()
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return nil, ErrClosed
-	}
-	if !p.collected {
-		p.collected = true
-		p.events = m.collectLocked()
-	}
-	return p, nil
 }
 
 // Events ranges over [Manager.Next]. It stops quietly at io.EOF and yields
@@ -884,53 +711,6 @@ func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 			}
 		}
 	}
-}
-
-// Drain makes one drain pass, whatever the timeout, and returns its events:
-// a round trip on every live member (concurrently, each under its own
-// timeout) and then every event ready at its end. The events hold every
-// notification committed before Drain was called on a channel a member
-// listens on. If ctx ends first, Drain returns what it has with ctx's error;
-// the round trips finish in the background and what they bring stays
-// pending. Drain is the consumer's, like Next.
-func (m *Manager) Drain(ctx context.Context) ([]Event, error) {
-	if m.signal == nil {
-		return nil, errNotNew
-	}
-	if !m.consuming.CompareAndSwap(false, true) {
-		return nil, errConcurrentNext
-	}
-	defer m.consuming.Store(false)
-	var out []Event
-	m.mu.Lock()
-	stale := m.pass != nil
-	m.mu.Unlock()
-	if stale {
-		// A pass that began before this call may miss what was committed
-		// just before it: take its events, then make a fresh pass.
-		p, err := m.currentPass(ctx)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, m.endPass(p)...)
-	}
-	p, err := m.currentPass(ctx)
-	if err != nil {
-		return out, err
-	}
-	return append(out, m.endPass(p)...), nil
-}
-
-// endPass returns the events of p not yet yielded and ends it.
-func (m *Manager) endPass(p *pass) []Event {
-	evs := p.events
-	p.events = nil
-	m.mu.Lock()
-	if m.pass == p {
-		m.pass = nil
-	}
-	m.mu.Unlock()
-	return evs
 }
 
 // Close stops every waiter and closes every connection in the set and in
@@ -957,10 +737,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	ws := make([]*member, 0, len(m.members))
-	for _, w := range m.members {
-		ws = append(ws, w)
-	}
+	mbs := m.membersLocked(false)
 	garbage := m.garbage
 	m.mu.Unlock()
 	close(m.closedCh)
@@ -969,32 +746,32 @@ func (m *Manager) Close(ctx context.Context) error {
 	// stopping are the members Close waits for; ours those whose
 	// connection it closes (not one a Remove is taking back).
 	var stopping, ours []*member
-	for _, w := range ws {
-		lent, mine := w.stopForClose()
+	for _, mb := range mbs {
+		lent, mine := mb.stopForClose()
 		if !lent {
-			stopping = append(stopping, w)
+			stopping = append(stopping, mb)
 			if mine {
-				ours = append(ours, w)
+				ours = append(ours, mb)
 			}
 		} else if l := m.cfg.logger; l != nil {
-			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", w.conn.PgConn().PID())
+			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", mb.conn.PgConn().PID())
 		}
 	}
 	var err error
-	for _, w := range stopping {
+	for _, mb := range stopping {
 		select {
-		case <-w.exited:
+		case <-mb.exited:
 			continue
 		case <-ctx.Done():
 		}
 		err = ctx.Err()
 		// Out of time: a stopping waiter is in a round trip of its own
 		// timeout. Closing its socket ends that at once.
-		for _, w := range ours {
-			w.netConn.Close()
+		for _, mb := range ours {
+			mb.netConn.Close()
 		}
-		for _, w := range stopping {
-			<-w.exited
+		for _, mb := range stopping {
+			<-mb.exited
 		}
 		break
 	}
@@ -1014,8 +791,8 @@ func (m *Manager) Close(ctx context.Context) error {
 }
 
 // logDeath reports a death when a logger was given.
-func (m *Manager) logDeath(w *member, cause error) {
+func (m *Manager) logDeath(mb *member, cause error) {
 	if l := m.cfg.logger; l != nil {
-		l.Warn("pgnotify: connection died", append(connAttrs(w.conn, "pid"), "err", cause)...)
+		l.Warn("pgnotify: connection died", append(connAttrs(mb.conn, "pid"), "err", cause)...)
 	}
 }

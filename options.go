@@ -63,12 +63,6 @@ func (c *config) roundTripTimeout() time.Duration {
 	return roundTripTimeout
 }
 
-// stableAfter is how long a recovered connection must stay up before the
-// reconnect backoff starts again from min.
-func (c *config) stableAfter() time.Duration {
-	return max(c.reconnectMax, 10*time.Second)
-}
-
 // WithTimeout sets the initial timeout of [Manager.Next]; see
 // [Manager.SetTimeout] for its meaning. The default is [NoTimeout].
 func WithTimeout(d time.Duration) Option {

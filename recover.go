@@ -269,51 +269,16 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 		m.unreserve([]*pgx.Conn{conn})
 		return refused
 	}
-	// From reserved to member in one step, as Add commits: released any
-	// later, the reservation could be another Add's by then.
-	delete(m.adding, conn)
 	delete(m.recovering, g.Conn)
 	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
-	w := newMember(m, conn, g.Channels, popBuffered(conn, pending))
-	w.adopted, w.attempt = time.Now(), attempt
-	m.seq++
-	w.seq = m.seq
-	m.members[conn] = w
+	mb := newMember(m, conn, g.Channels, popBuffered(conn, pending))
+	mb.adopted, mb.attempt = time.Now(), attempt
 	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
-	if len(w.pending) > 0 {
-		w.queued = true
-		m.ready.push(entry{w: w})
-	}
-	w.start()
+	m.admitLocked(mb)
 	m.mu.Unlock()
 	m.stats.recoveries.Add(1)
 	m.wakeConsumer()
 	return nil
-}
-
-// reconnect replaces g, waiting a backoff delay before each attempt, until
-// it succeeds, the manager closes, or g leaves the garbage set (taken by
-// TakeGarbage). g stays claimed in m.recovering throughout, so Next does not
-// see an empty set between attempts. attempt is the backoff step to start
-// from: above 0 when g had been recovered only shortly before it died.
-func (m *Manager) reconnect(g Garbage, attempt int) {
-	t := time.NewTimer(backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt))
-	defer t.Stop()
-	// try numbers the attempts of this outage for the log, from 1
-	// whatever backoff step it starts from.
-	for try := 1; ; try++ {
-		select {
-		case <-t.C:
-		case <-m.ctx.Done():
-			return
-		}
-		err := m.recoverOne(m.ctx, m.cfg.dial, g, attempt, try)
-		if err == nil || m.ctx.Err() != nil || !m.stillGarbage(g.Conn) {
-			return
-		}
-		attempt++
-		t.Reset(backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt))
-	}
 }
 
 // stillGarbage reports whether conn is still in the garbage set, and

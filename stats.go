@@ -84,13 +84,7 @@ func (m *Manager) Stats() Stats {
 		DeathsByCause:     map[string]uint64{},
 	}
 	m.mu.Lock()
-	ws := make([]*member, 0, len(m.members)+len(m.removed))
-	for _, w := range m.members {
-		ws = append(ws, w)
-	}
-	for _, w := range m.removed {
-		ws = append(ws, w)
-	}
+	mbs := m.membersLocked(true)
 	for cause, n := range m.deaths {
 		s.DeathsByCause[cause] = n
 		s.Deaths += n
@@ -98,14 +92,14 @@ func (m *Manager) Stats() Stats {
 	s.Garbage = len(m.garbage)
 	s.Recovering = len(m.recovering)
 	m.mu.Unlock()
-	for _, w := range ws {
-		w.mu.Lock()
-		s.Pending += len(w.pending)
-		s.PendingBytes += w.pendingBytes
-		if w.state == stateLive && !w.stop {
+	for _, mb := range mbs {
+		mb.mu.Lock()
+		s.Pending += len(mb.pending)
+		s.PendingBytes += mb.pendingBytes
+		if mb.liveLocked() {
 			s.Members++
 		}
-		w.mu.Unlock()
+		mb.mu.Unlock()
 	}
 	return s
 }

@@ -1,0 +1,103 @@
+package pgnotify
+
+import "time"
+
+// A loan lends one read of a member's connection to the consumer while it
+// waits in Next, so that a burst is decoded on the goroutine (and so the
+// core) that consumes it. Decoding on the waiter's core and consuming on
+// another is what made the Manager slower than one goroutine reading pgx
+// (BENCHMARKS.md, "Where the time goes").
+//
+// The hand-over is Do's, made cheap:
+//
+//	waiter: reads one notification; pgx's buffer holds more
+//	waiter: offers the loan on m.loans without blocking; taken only if the
+//	        consumer is parked in Next's select right now
+//	waiter: waits on back, doing nothing with the connection
+//	consumer: readBurst on the connection, publishes the burst, sends the
+//	          read's error on back; while notifications stream in it
+//	          reads on across pgx's buffer refills (see loanLinger), so a
+//	          backlog is decoded in bursts of up to the pending bound, one
+//	          hand-over each
+//	waiter: owns the connection again; a read error is its death as usual
+//
+// The consumer does bounded work (at most the pending bound, and two
+// loanLinger waits past the stream's end) between taking the loan
+// and answering, so the waiter never waits long, and the member's requests
+// (Do, Remove, Close) find it at the top of its loop soon after. A read
+// error is handed back, never acted on by the consumer: only the waiter
+// closes the connection or makes the member die.
+type loan struct {
+	mb   *member
+	back chan error // cap 1: the connection is the waiter's again
+
+	// Set by the waiter before the loan is offered; the consumer's until
+	// it sends on back.
+	burst          []*Notification // read so far; after: a buffer to reuse, or nil
+	size           int             // sizeOf(burst)
+	room, byteRoom int             // as readBurst's
+	n              int             // after: how many were published
+}
+
+// decode is the consumer's side of a loan.
+func (l *loan) decode() {
+	mb := l.mb
+	err := readBurst(mb, &l.burst, &l.size, l.room, l.byteRoom, loanLinger)
+	l.n = len(l.burst)
+	whole := mb.publishFromConsumer(l.burst, l.size)
+	if whole {
+		l.burst = nil
+	} else {
+		clear(l.burst)
+		l.burst = l.burst[:0]
+	}
+	l.back <- err
+	l.mb.m.test.loaned.signal(l.n)
+}
+
+// publishFromConsumer is publish for the consumer itself: it queues the
+// member without waking the consumer, which is the caller.
+func (mb *member) publishFromConsumer(ns []*Notification, size int) (whole bool) {
+	mb.mu.Lock()
+	whole = mb.appendLocked(ns, size)
+	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+	push := mb.markQueuedLocked()
+	mb.mu.Unlock()
+	if push {
+		mb.m.mu.Lock()
+		mb.m.ready.push(entry{w: mb})
+		mb.m.mu.Unlock()
+	}
+	return whole
+}
+
+// A loan's burst goes on across pgx's buffer refills only while the
+// notifications stream in: lingerBytes (in sizeOf's measure, about a third
+// of pgx's 8 KiB read buffer on the wire) read since the deadline was last
+// set. Then the deadline moves loanLinger ahead. A few notifications at a
+// time never linger: Go's poller may take a millisecond to fire so short
+// a deadline (epoll waits in milliseconds), which would show in latency.
+// At the end of a stream the burst is held back at most two such waits.
+const (
+	loanLinger  = 50 * time.Microsecond
+	lingerBytes = 4096
+)
+
+// testSignal is a test seam that costs nothing in production, after
+// River's testsignal: nil and inert unless a test makes it, then each
+// signal is a value the test can wait for (dropped if nobody keeps up).
+type testSignal chan int
+
+func (s testSignal) signal(v int) {
+	if s != nil {
+		select {
+		case s <- v:
+		default:
+		}
+	}
+}
+
+// testSignals are the Manager's test seams.
+type testSignals struct {
+	loaned testSignal // a loan was decoded: how many notifications it published
+}

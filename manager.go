@@ -634,6 +634,11 @@ func (m *Manager) emptyLocked() bool {
 // [ErrClosed] after Close; ctx's error when ctx ends first. Call it from
 // one goroutine at a time: a Next, Events or Drain called while another is
 // running returns an error at once.
+//
+// While it waits, Next may decode a ready member's burst itself, on the
+// consumer's core (see loan.go): that read is bounded by the pending bounds,
+// and a batch it has read is returned even if ctx ended meanwhile, since
+// those notifications are already off the wire.
 func (m *Manager) Next(ctx context.Context) (Event, error) {
 	if m.signal == nil {
 		return Event{}, errNotNew

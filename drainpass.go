@@ -41,18 +41,13 @@ func (m *Manager) startPass(mbs []*member) *drainPass {
 	go func() {
 		defer m.wg.Done()
 		defer close(p.done)
-		var g errgroup.Group
-		g.SetLimit(drainConcurrency)
-		for _, mb := range mbs {
-			g.Go(func() error {
-				r := newRequest(reqRoundTrip)
-				if mb.submit(r) == nil {
-					<-r.done
-				}
-				return nil
-			})
-		}
-		g.Wait()
+		fanOut(len(mbs), func(i int) error {
+			r := newRequest(reqRoundTrip)
+			if mbs[i].submit(r) == nil {
+				<-r.done
+			}
+			return nil
+		})
 	}()
 	return p
 }

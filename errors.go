@@ -62,10 +62,10 @@ func (e *connError) Error() string {
 	return "pgnotify: " + e.op + ": " + e.who + ": " + strings.TrimPrefix(e.err.Error(), "pgnotify: ")
 }
 
+func (e *connError) Unwrap() error { return e.err }
+
 // nth names the connection at index i of a call's arguments.
 func nth(i int) string { return "connection " + strconv.Itoa(i) }
-
-func (e *connError) Unwrap() error { return e.err }
 
 // errNotHeard is the cause when a connection's notifications go somewhere
 // other than its own pgx buffer, where pgnotify reads them: its config's

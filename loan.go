@@ -59,9 +59,7 @@ func (l *loan) decode() {
 // member without waking the consumer, which is the caller.
 func (mb *member) publishFromConsumer(ns []*Notification, size int) (whole bool) {
 	mb.mu.Lock()
-	whole = mb.appendLocked(ns, size)
-	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
-	push := mb.markQueuedLocked()
+	whole, push := mb.offerLocked(ns, size)
 	mb.mu.Unlock()
 	if push {
 		mb.m.mu.Lock()

@@ -288,8 +288,8 @@ func (m *Manager) closedLocked() error {
 }
 
 // lookup returns the live member for conn, or why there is none: ErrClosed,
-// ErrNotManaged, an error wrapping the cause of its death, or errLent when
-// the caller is the Do function conn is lent to.
+// ErrNotManaged (also for one being removed), an error wrapping the cause of
+// its death, or errLent when the caller is the Do function conn is lent to.
 func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 	if m.signal == nil {
 		return nil, errNotNew
@@ -315,7 +315,11 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 	m.mu.Unlock()
 	mb.mu.Lock()
 	b := mb.borrower
+	err := mb.unusableLocked()
 	mb.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	if b != 0 && b == goid() {
 		return nil, errLent
 	}
@@ -338,12 +342,6 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 	mbs := make([]*member, len(conns))
 	for i, c := range conns {
 		mb, err := m.lookup(c)
-		if err != nil {
-			return &connError{"remove", nth(i), err}
-		}
-		mb.mu.Lock()
-		err = mb.unusableLocked()
-		mb.mu.Unlock()
 		if err != nil {
 			return &connError{"remove", nth(i), err}
 		}
@@ -464,7 +462,7 @@ func (m *Manager) TakeGarbage() []Garbage {
 // [ErrNotManaged] for a connection that is not a member, an error matching
 // [ErrDead] and wrapping the cause for one that died, and [ErrClosed] after
 // Close (also for a Do still waiting when Close is called).
-func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) (err error) {
+func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) error {
 	if fn == nil {
 		return errors.New("pgnotify: Do: nil function")
 	}
@@ -472,6 +470,11 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 	if err != nil {
 		return err
 	}
+	return mb.lend(ctx, fn)
+}
+
+// lend is Do on a member already looked up.
+func (mb *member) lend(ctx context.Context, fn func(*pgx.Conn) error) (err error) {
 	r := newRequest(reqHandover)
 	if err := mb.submit(r); err != nil {
 		return err
@@ -510,7 +513,7 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 			err = errors.Join(err, afterErr)
 		}
 	}()
-	return fn(conn)
+	return fn(mb.conn)
 }
 
 // Listen makes conn, a member, listen on channels, and records them for
@@ -581,7 +584,7 @@ func (m *Manager) channelCommand(ctx context.Context, conn *pgx.Conn, cmd func(c
 	if err != nil {
 		return err
 	}
-	return m.Do(ctx, conn, func(c *pgx.Conn) error {
+	return mb.lend(ctx, func(c *pgx.Conn) error {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
 		defer cancel()
 		mb.mu.Lock()
@@ -763,12 +766,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		}
 	}
 	var err error
-	for _, mb := range stopping {
-		select {
-		case <-mb.exited:
-			continue
-		case <-ctx.Done():
-		}
+	if !exitedBy(ctx, stopping) {
 		err = ctx.Err()
 		// Out of time: a stopping waiter is in a round trip of its own
 		// timeout. Closing its socket ends that at once.
@@ -778,9 +776,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		for _, mb := range stopping {
 			<-mb.exited
 		}
-		break
-	}
-	if err == nil {
+	} else {
 		select {
 		case <-waitDone(&m.wg):
 		case <-ctx.Done():
@@ -793,6 +789,19 @@ func (m *Manager) Close(ctx context.Context) error {
 		g.Conn.Close(cctx)
 	}
 	return err
+}
+
+// exitedBy waits for the waiters of mbs to return, until ctx ends, and
+// reports whether they all did.
+func exitedBy(ctx context.Context, mbs []*member) bool {
+	for _, mb := range mbs {
+		select {
+		case <-mb.exited:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // logDeath reports a death when a logger was given.

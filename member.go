@@ -294,6 +294,16 @@ func (mb *member) markQueuedLocked() bool {
 	return true
 }
 
+// offerLocked is what every publish does under mb.mu: ns, of size bytes,
+// joins pending (whole says it was taken as is, see appendLocked), the peak
+// is recorded, and push says the caller must queue the member for the
+// consumer. Must be called with mb.mu held.
+func (mb *member) offerLocked(ns []*Notification, size int) (whole, push bool) {
+	whole = mb.appendLocked(ns, size)
+	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+	return whole, mb.markQueuedLocked()
+}
+
 // publish adds ns, of size bytes, to pending and queues the member for the
 // consumer. It reports whether ns became pending whole (see appendLocked).
 func (mb *member) publish(ns []*Notification, size int) (whole bool) {
@@ -301,9 +311,7 @@ func (mb *member) publish(ns []*Notification, size int) (whole bool) {
 		return false
 	}
 	mb.mu.Lock()
-	whole = mb.appendLocked(ns, size)
-	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
-	push := mb.markQueuedLocked()
+	whole, push := mb.offerLocked(ns, size)
 	mb.mu.Unlock()
 	if push {
 		mb.m.pushReady(mb)
@@ -338,7 +346,12 @@ const notificationOverhead = 48
 func sizeOf(ns []*Notification) int {
 	n := 0
 	for _, x := range ns {
-		n += notificationOverhead + len(x.Channel) + len(x.Payload)
+		n += sizeOfOne(x)
 	}
 	return n
+}
+
+// sizeOfOne returns the bytes n counts for against WithMaxPendingBytes.
+func sizeOfOne(n *Notification) int {
+	return notificationOverhead + len(n.Channel) + len(n.Payload)
 }

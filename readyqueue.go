@@ -155,7 +155,7 @@ func (m *Manager) cut(ns []*Notification, size int) (k, kb int) {
 		return k, size
 	}
 	for i, x := range ns[:k] {
-		s := notificationOverhead + len(x.Channel) + len(x.Payload)
+		s := sizeOfOne(x)
 		if i > 0 && kb+s > m.cfg.maxBytes {
 			return i, kb
 		}

@@ -22,7 +22,7 @@ type Stats struct {
 	// or read met it: the server's SQLSTATE when it sent an error (such as
 	// "57P01" for pg_terminate_backend or an admin shutdown); "health" when
 	// the server stopped answering, a round trip the manager made (health
-	// ping, drain pass, Listen, Add's query) getting no reply within the
+	// ping, drain pass, Listen) getting no reply within the
 	// health-check timeout; "network" for a socket error, EOF, or a
 	// connection pgx found closed (pgconn.ErrConnClosed, as after a cut in
 	// the middle of a query); "closed" for a connection a Do function closed

@@ -91,9 +91,7 @@ func (wt *waiter) next() (step, *request) {
 	mb.mu.Lock()
 	push, whole := false, false
 	if len(wt.burst) > 0 {
-		whole = mb.appendLocked(wt.burst, wt.burstBytes)
-		mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
-		push = mb.markQueuedLocked()
+		whole, push = mb.offerLocked(wt.burst, wt.burstBytes)
 		wt.traffic = true
 	}
 	wt.room = mb.m.cfg.maxPending - len(mb.pending)
@@ -138,12 +136,18 @@ func (wt *waiter) next() (step, *request) {
 // stream reads without regrowing it.
 func (wt *waiter) reuseBurst(whole bool) {
 	if whole {
-		wt.burst = make([]*Notification, 0, min(max(len(wt.burst), 16), wt.mb.m.cfg.maxPending))
+		wt.newBurst(len(wt.burst))
 	} else if len(wt.burst) > 0 {
 		clear(wt.burst)
 		wt.burst = wt.burst[:0]
 	}
 	wt.burstBytes = 0
+}
+
+// newBurst gives the waiter a fresh burst buffer for about n notifications,
+// the size of the last burst, within the pending bound.
+func (wt *waiter) newBurst(n int) {
+	wt.burst = make([]*Notification, 0, min(max(n, 16), wt.mb.m.cfg.maxPending))
 }
 
 // quiet starts a new health-check interval.
@@ -175,7 +179,7 @@ func (wt *waiter) read() error {
 	}
 	if n != nil {
 		wt.burst = append(wt.burst, n)
-		wt.burstBytes += notificationOverhead + len(n.Channel) + len(n.Payload)
+		wt.burstBytes += sizeOfOne(n)
 		if err == nil && wt.room > 1 && wt.burstBytes < wt.byteRoom && mb.conn.PgConn().Frontend().ReadBufferLen() > 0 {
 			wt.armed = pastDeadline
 			err = wt.takeBurst()
@@ -215,7 +219,7 @@ func (wt *waiter) takeBurst() error {
 	// The consumer published the burst, and left a buffer to reuse.
 	wt.burst, wt.burstBytes, wt.traffic = l.burst, 0, true
 	if wt.burst == nil {
-		wt.burst = make([]*Notification, 0, min(max(l.n, 16), wt.mb.m.cfg.maxPending))
+		wt.newBurst(l.n)
 	}
 	l.burst = nil
 	return err
@@ -237,7 +241,7 @@ func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int
 		n, err := mb.conn.WaitForNotification(context.Background())
 		if n != nil {
 			*burst = append(*burst, n)
-			*size += notificationOverhead + len(n.Channel) + len(n.Payload)
+			*size += sizeOfOne(n)
 		}
 		if err != nil {
 			if pgconn.Timeout(err) && !mb.conn.IsClosed() {

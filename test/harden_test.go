@@ -324,13 +324,11 @@ func TestMaxPendingBytesBoundsMemory(t *testing.T) {
 	for n < total {
 		ev := next(t, ctx, m)
 		require.Equal(t, pgnotify.Batch, ev.Kind)
-		size := 0
 		for _, x := range ev.Notifications {
 			require.Equal(t, fmt.Sprintf("%05d", n)+pad, x.Payload)
-			size += 48 + len(x.Channel) + len(x.Payload)
 			n++
 		}
-		require.LessOrEqual(t, size, bound)
+		require.LessOrEqual(t, sizeOf(ev.Notifications), bound)
 	}
 	s = m.Stats()
 	assert.Zero(t, s.PendingBytes)
@@ -339,15 +337,32 @@ func TestMaxPendingBytesBoundsMemory(t *testing.T) {
 
 	// A round trip on a full member takes in the whole backlog, as
 	// documented, and the peak shows it.
-	notify(t, "bytes", seq("late", 300)...)
-	waitUntil(t, 10*time.Second, "a backlog", func() bool { return m.Stats().Pending > 0 })
+	late := make([]string, 300) // 2.4 MB, far past the bound
+	for i := range late {
+		late[i] = fmt.Sprintf("l%04d", i) + pad
+	}
+	notify(t, "bytes", late...)
+	waitUntil(t, 10*time.Second, "a full buffer", func() bool { return m.Stats().PendingBytes >= bound })
 	evs, err := m.Drain(ctx)
 	require.NoError(t, err)
-	got := 0
+	var got []string
 	for _, ev := range evs {
-		got += len(ev.Notifications)
+		require.LessOrEqual(t, sizeOf(ev.Notifications), bound)
+		for _, x := range ev.Notifications {
+			got = append(got, x.Payload)
+		}
 	}
-	assert.Equal(t, 300, got)
+	assert.Equal(t, late, got)
+	assert.Greater(t, m.Stats().PendingBytesPeak, 10*bound, "the drain's round trip pulled the backlog in")
+}
+
+// sizeOf is a batch's size as WithMaxPendingBytes counts it.
+func sizeOf(ns []*pgnotify.Notification) int {
+	n := 0
+	for _, x := range ns {
+		n += 48 + len(x.Channel) + len(x.Payload)
+	}
+	return n
 }
 
 // Item 12: an error caused by a member's death matches ErrDead and still

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -33,16 +32,14 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
+	if pgtmp.EnvURL() == "" {
 		fmt.Println("DATABASE_URL is not set: starting a throwaway PostgreSQL server")
-		c, err := pgtmp.Start(ctx)
-		if err != nil {
-			return err
-		}
-		defer c.Stop()
-		url = c.ConnString()
 	}
+	url, stop, err := pgtmp.FromEnv(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
 
 	// The Bus dials its own connection; remember its backend, to kill it.
 	var busPID atomic.Uint32

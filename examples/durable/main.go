@@ -57,16 +57,14 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	url := os.Getenv("DATABASE_URL")
-	if url == "" {
+	if pgtmp.EnvURL() == "" {
 		fmt.Println("DATABASE_URL is not set: starting a throwaway PostgreSQL server with wal_level = logical")
-		c, err := pgtmp.Start(ctx, pgtmp.WithLogicalReplication(0))
-		if err != nil {
-			return err
-		}
-		defer c.Stop()
-		url = c.ConnString()
 	}
+	url, stop, err := pgtmp.FromEnv(ctx, pgtmp.WithLogicalReplication(0))
+	if err != nil {
+		return err
+	}
+	defer stop()
 	if err := durable.CreateSlot(ctx, url, slot); err != nil {
 		return err
 	}

@@ -259,15 +259,15 @@ func (c *Cluster) Stop() error {
 
 // FromEnv returns the server to use. If PGNOTIFY_TEST_DATABASE_URL is set,
 // it returns that, else DATABASE_URL if set, with a stop that does nothing.
-// Otherwise it starts a cluster with [Start] and returns its
+// Otherwise it starts a cluster with [Start] and opts and returns its
 // [Cluster.ConnString] and a stop that calls [Cluster.Stop] and reports an
 // error from it on stderr. ctx bounds the start only. stop may be called
 // more than once.
-func FromEnv(ctx context.Context) (connString string, stop func(), err error) {
+func FromEnv(ctx context.Context, opts ...Option) (connString string, stop func(), err error) {
 	if url := EnvURL(); url != "" {
 		return url, func() {}, nil
 	}
-	c, err := Start(ctx)
+	c, err := Start(ctx, opts...)
 	if err != nil {
 		return "", nil, err
 	}

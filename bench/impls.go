@@ -580,14 +580,12 @@ func selectImpls[T any](all []T, key func(T) string, filter string) []T {
 	if filter == "" {
 		return all
 	}
-	want := map[string]bool{}
-	for _, k := range strings.Split(filter, ",") {
-		want[strings.TrimSpace(k)] = true
-	}
 	var out []T
-	for _, x := range all {
-		if want[key(x)] {
-			out = append(out, x)
+	for _, k := range strings.Split(filter, ",") {
+		for _, x := range all {
+			if key(x) == strings.TrimSpace(k) {
+				out = append(out, x)
+			}
 		}
 	}
 	return out

@@ -53,11 +53,12 @@ import (
 
 // config is what the flags say.
 type config struct {
-	quick   bool
-	reps    int
-	impls   string
-	out     string
-	verbose bool
+	quick     bool
+	reps      int
+	repsGiven bool // -reps was given: fairReps leaves it alone
+	impls     string
+	out       string
+	verbose   bool
 	// waitQuiet bounds the wait for an idle machine before each scenario.
 	waitQuiet time.Duration
 }
@@ -106,7 +107,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of this (client) process to `file`")
 	flag.BoolVar(&cfg.quick, "quick", false, "smaller sizes and shorter runs")
 	flag.IntVar(&cfg.reps, "reps", 0, "repetitions (default 5 for client, backlog and latency, 3 otherwise)")
-	flag.StringVar(&cfg.impls, "impl", "", "comma-separated implementation keys to run (default all); see -list")
+	flag.StringVar(&cfg.impls, "impl", "", "comma-separated implementation keys to run, in this order (default all); see -list")
 	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
 	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
@@ -191,11 +192,15 @@ func run(ctx context.Context, cfg config, name string) error {
 	if !ok {
 		return fmt.Errorf("unknown scenario %q", name)
 	}
+	cfg.repsGiven = cfg.reps != 0
 	if cfg.reps == 0 {
 		cfg.reps = 3
 		if name == "client" || name == "latency" || name == "backlog" {
 			cfg.reps = 5
 		}
+	}
+	if name == "client" || name == "latency" || name == "backlog" {
+		cfg.reps = fairReps(cfg, len(selectImpls(singleImpls, func(i impl) string { return i.key }, cfg.impls)))
 	}
 	res := &result{Scenario: name, Quick: cfg.quick, Reps: cfg.reps, Started: time.Now(),
 		Machine: describeMachine(), Params: map[string]any{}}

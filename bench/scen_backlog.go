@@ -59,7 +59,8 @@ func runBacklog(ctx context.Context, cfg config, res *result) error {
 			}
 		}
 		logf("backlog: queued %d notifications in %v (queue usage %s)", n, time.Since(start).Round(time.Millisecond), queueUsage(ctx, notifier))
-		for i, im := range impls {
+		for _, i := range turn(rep, len(impls)) {
+			im := impls[i]
 			var bytes int
 			f := func(_, payload string) { bytes += len(payload) }
 			runtime.GC()

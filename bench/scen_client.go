@@ -34,7 +34,8 @@ func runClient(ctx context.Context, cfg config, res *result) error {
 		}
 	}
 	for rep := range cfg.reps {
-		for i, im := range impls {
+		for _, i := range turn(rep, len(impls)) {
+			im := impls[i]
 			s, err := clientTrial(ctx, fake, im, fmt.Sprintf("c_%d_%d", rep, i), n)
 			if err != nil {
 				return fmt.Errorf("%s: %w", im.name, err)

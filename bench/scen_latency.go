@@ -51,7 +51,8 @@ func runLatency(ctx context.Context, cfg config, res *result) error {
 
 	stats := make([][]latencyStats, len(impls))
 	for rep := range cfg.reps {
-		for i, im := range impls {
+		for _, i := range turn(rep, len(impls)) {
+			im := impls[i]
 			st, err := latencyTrial(ctx, cl.ConnString(), notifier, im, fmt.Sprintf("lat_%d_%d", rep, i), n, perSec)
 			if err != nil {
 				return fmt.Errorf("%s: %w", im.name, err)

@@ -234,14 +234,32 @@ func (wt *waiter) takeBurst() error {
 // deadline was last set), the deadline moves linger ahead instead, so that
 // the burst goes on across pgx's buffer refills. It returns a read error
 // other than the timeout.
+//
+// It reads through pgconn a few notifications at a time (see chunkOf) and
+// then takes them from pgx.Conn's buffer together: taken one by one, each
+// costs pgx an allocation to regrow that buffer.
 func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int, linger time.Duration) error {
 	mb.netConn.SetReadDeadline(pastDeadline)
+	pc := mb.conn.PgConn()
 	armedAt := 0 // *size when the linger deadline was last set
 	for len(*burst) < room && *size < byteRoom {
-		n, err := mb.conn.WaitForNotification(context.Background())
-		if n != nil {
-			*burst = append(*burst, n)
+		k := chunkOf(room-len(*burst), byteRoom-*size)
+		read := 0
+		var err error
+		for read < k {
+			if err = pc.WaitForNotification(context.Background()); err != nil {
+				break
+			}
+			read++
+		}
+		had := len(*burst)
+		*burst = popBuffered(mb.conn, *burst)
+		for _, n := range (*burst)[had:] {
 			*size += sizeOfOne(n)
+		}
+		if len(*burst)-had < read {
+			// Read, but not put in pgx's buffer: deaf (see waiter.read).
+			return errNotHeard
 		}
 		if err != nil {
 			if pgconn.Timeout(err) && !mb.conn.IsClosed() {
@@ -255,12 +273,26 @@ func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int
 			}
 			return err
 		}
-		if n == nil {
-			return nil
-		}
 	}
 	return nil
 }
+
+// chunkOf returns how many notifications readBurst may read before it
+// counts them against the bounds: as many as fit in both even if each
+// were as large as PostgreSQL allows, so the bounds hold as they would
+// one at a time; at least one, at most burstChunk.
+func chunkOf(room, byteRoom int) int {
+	return max(1, min(burstChunk, room, byteRoom/maxNotificationSize))
+}
+
+const (
+	// burstChunk bounds a chunk: pgx's buffer grows to it, by doubling.
+	burstChunk = 64
+	// maxNotificationSize is sizeOfOne of the largest notification
+	// PostgreSQL sends: a payload under 8000 bytes, a channel name under
+	// NAMEDATALEN (64).
+	maxNotificationSize = notificationOverhead + 8000 + 64
+)
 
 // serve performs one request and reports whether the member is still live.
 func (mb *member) serve(r *request) bool {

@@ -3,7 +3,6 @@ package durable
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/seed-c59d106d/pgnotify"
 )
@@ -72,10 +71,4 @@ func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) err
 		return fmt.Errorf("durable: emit %d message(s): %w", len(msgs), err)
 	}
 	return nil
-}
-
-// channelOf returns the channel of a message prefix, and whether the prefix
-// is in this package's namespace.
-func channelOf(msgPrefix string) (string, bool) {
-	return strings.CutPrefix(msgPrefix, prefix)
 }

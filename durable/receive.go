@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -50,19 +51,44 @@ type txn struct {
 	msgs   []*pgnotify.Notification
 	size   int
 	slab   []pgnotify.Notification // allocated ahead, growing with the transaction
+	text   []byte                  // payload bytes allocated ahead, the same way
 }
 
-// newNotification returns a notification from the slab: one allocation per
-// chunk instead of one per message in large transactions.
-func (t *txn) newNotification(channel, payload string) *pgnotify.Notification {
+// add appends a notification. Its struct and its payload come from chunks
+// that grow with the transaction: in a large one, two allocations per 64
+// messages instead of two per message.
+func (t *txn) add(channel string, payload []byte) {
 	if len(t.slab) == 0 {
-		t.slab = make([]pgnotify.Notification, min(64, len(t.msgs)+1))
+		t.slab = make([]pgnotify.Notification, min(slabMax, len(t.msgs)+1))
 	}
 	n := &t.slab[0]
 	t.slab = t.slab[1:]
-	n.Channel, n.Payload = channel, payload
-	return n
+	n.Channel, n.Payload = channel, t.copyText(payload)
+	t.msgs = append(t.msgs, n)
+	t.size += len(payload)
 }
+
+// copyText returns b as a string backed by t.text. Bytes in t.text are
+// written once and never again (a full chunk is replaced, not regrown), so
+// the strings are as immutable as any.
+func (t *txn) copyText(b []byte) string {
+	if len(b) == 0 || len(b) > textMax/4 {
+		return string(b)
+	}
+	if cap(t.text)-len(t.text) < len(b) {
+		t.text = make([]byte, 0, min(textMax, len(b)*min(slabMax, len(t.msgs)+1)))
+	}
+	start := len(t.text)
+	t.text = append(t.text, b...)
+	return unsafe.String(&t.text[start], len(b))
+}
+
+// The chunks of a transaction's notifications: a batch's notifications
+// share them, so keeping one keeps at most this much of its batch alive.
+const (
+	slabMax = 64   // notifications
+	textMax = 4096 // payload bytes; a larger quarter has its own string
+)
 
 func newReceiver(ctx context.Context, s *Stream, st serverState) *receiver {
 	r := &receiver{s: s, ctx: ctx, received: st.confirmed, sentFlush: st.confirmed}
@@ -295,20 +321,17 @@ func (r *receiver) decode(data []byte) (pushed bool, err error) {
 		}
 		r.txn = &txn{commit: m.FinalLSN}
 	case pglogrepl.MessageTypeMessage:
-		var m pglogrepl.LogicalDecodingMessage
-		if err := m.Decode(data[1:]); err != nil {
-			return false, fmt.Errorf("durable: %w", err)
+		transactional, msgPrefix, content, err := parseMessage(data[1:])
+		if err != nil {
+			return false, err
 		}
 		// Emit writes only transactional messages; others are not ours.
-		if !m.Transactional || r.txn == nil {
+		if !transactional || r.txn == nil {
 			return false, nil
 		}
-		ch, ok := channelOf(m.Prefix)
-		if _, want := r.s.channels[ch]; !ok || !want {
-			return false, nil
+		if ch, ok := r.s.channelOf(msgPrefix); ok {
+			r.txn.add(ch, content)
 		}
-		r.txn.msgs = append(r.txn.msgs, r.txn.newNotification(ch, string(m.Content)))
-		r.txn.size += len(m.Content)
 	case pglogrepl.MessageTypeCommit:
 		var m pglogrepl.CommitMessage
 		if err := m.Decode(data[1:]); err != nil {

@@ -23,7 +23,7 @@ import (
 // reconnects; Close stops both.
 type Stream struct {
 	slot     string
-	channels map[string]struct{}
+	channels map[string]string // each to itself: decoded names are looked up, not allocated
 	cfg      config
 	connCfg  *pgconn.Config
 
@@ -72,12 +72,12 @@ func Open(ctx context.Context, connString, slot string, channels []string, opts 
 	if len(channels) == 0 {
 		return nil, errors.New("durable: Open needs at least one channel")
 	}
-	set := make(map[string]struct{}, len(channels))
+	set := make(map[string]string, len(channels))
 	for _, ch := range channels {
 		if err := pgnotify.ValidateChannel(ch); err != nil {
 			return nil, err
 		}
-		set[ch] = struct{}{}
+		set[ch] = ch
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -155,7 +155,8 @@ func (s *Stream) start(ctx context.Context, from pglogrepl.LSN) (*pgconn.PgConn,
 //     in between: what was committed meanwhile comes next.
 //
 // Conn and Replaced are nil in every event; the slices and the Notifications
-// belong to the caller.
+// belong to the caller. A batch's notifications are allocated together, so
+// keeping one keeps a few KiB of its batch alive.
 //
 // Calling Next acknowledges the batch it returned last: that batch and all
 // before it may now be forgotten by the server (the position reaches the

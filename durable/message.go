@@ -1,0 +1,42 @@
+package durable
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// channelOf returns the stream's name of the channel a message prefix
+// names, if the prefix is in this package's namespace and the stream reads
+// that channel. Looking the bytes up allocates nothing.
+func (s *Stream) channelOf(msgPrefix []byte) (string, bool) {
+	rest, ok := bytes.CutPrefix(msgPrefix, []byte(prefix))
+	if !ok {
+		return "", false
+	}
+	ch, ok := s.channels[string(rest)]
+	return ch, ok
+}
+
+// parseMessage splits a pgoutput logical decoding message, after its type
+// byte: flags (1: transactional), the message's LSN, a NUL-terminated prefix,
+// the content's length and the content. The slices point into src.
+// pglogrepl's decoder would allocate the prefix and trust the length.
+func parseMessage(src []byte) (transactional bool, msgPrefix, content []byte, err error) {
+	const head = 1 + 8 // flags, LSN
+	if len(src) < head+1+4 {
+		return false, nil, nil, fmt.Errorf("durable: logical decoding message of %d bytes is too short", len(src))
+	}
+	rest := src[head:]
+	end := bytes.IndexByte(rest, 0)
+	if end < 0 || len(rest)-end-1 < 4 {
+		return false, nil, nil, errors.New("durable: logical decoding message without a terminated prefix and a length")
+	}
+	msgPrefix, rest = rest[:end], rest[end+1:]
+	n := binary.BigEndian.Uint32(rest)
+	if rest = rest[4:]; uint64(n) > uint64(len(rest)) {
+		return false, nil, nil, fmt.Errorf("durable: logical decoding message content of %d bytes in %d", n, len(rest))
+	}
+	return src[0] == 1, msgPrefix, rest[:n], nil
+}

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/seed-c59d106d/pgnotify/internal/leakcheck"
 	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
 )
 
@@ -53,24 +52,5 @@ func run(m *testing.M) int {
 		}
 	}()
 	cluster, connString = c, c.ConnString()
-	code := m.Run()
-	if err := findLeaks(); err != nil {
-		fmt.Fprintf(os.Stderr, "durable_test: goroutines still running after the tests:\n%v\n", err)
-		code = max(code, 1)
-	}
-	return code
-}
-
-// findLeaks returns the goroutines still running once the tests are over,
-// after giving those on their way out a few seconds. Nothing is ignored: every
-// test closes what it opens, and Close waits for the stream's goroutine and
-// pgconn's cleanup.
-func findLeaks() error {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := goleak.Find()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-	}
+	return leakcheck.After("durable_test")(m.Run())
 }

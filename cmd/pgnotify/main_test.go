@@ -7,10 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/seed-c59d106d/pgnotify/internal/leakcheck"
 	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
 )
 
@@ -49,21 +47,7 @@ func TestMain(m *testing.M) {
 		if testing.Short() {
 			return m.Run()
 		}
-		return pgtmp.Main(m, "cmd/pgnotify tests", func(url string) { connString = url }, func(code int) int {
-			// Each Find retries briefly; a pipe reader ends only once its
-			// process has exited, which can take a moment under -race.
-			deadline := time.Now().Add(5 * time.Second)
-			for {
-				err := goleak.Find()
-				if err == nil {
-					return code
-				}
-				if time.Now().After(deadline) {
-					fmt.Fprintf(os.Stderr, "cmd/pgnotify tests: goroutines still running after the tests:\n%v\n", err)
-					return max(code, 1)
-				}
-			}
-		})
+		return pgtmp.Main(m, "cmd/pgnotify tests", func(url string) { connString = url }, leakcheck.After("cmd/pgnotify tests"))
 	}()
 	os.Exit(code)
 }

@@ -44,7 +44,8 @@ func (l *loan) decode() {
 	mb := l.mb
 	err := readBurst(mb, &l.burst, &l.size, l.room, l.byteRoom, loanLinger)
 	l.n = len(l.burst)
-	whole := mb.publishFromConsumer(l.burst, l.size)
+	// The consumer is the caller: no wake-up.
+	whole := mb.publish(l.burst, l.size, false)
 	if whole {
 		l.burst = nil
 	} else {
@@ -53,20 +54,6 @@ func (l *loan) decode() {
 	}
 	l.back <- err
 	l.mb.m.test.loaned.signal(l.n)
-}
-
-// publishFromConsumer is publish for the consumer itself: it queues the
-// member without waking the consumer, which is the caller.
-func (mb *member) publishFromConsumer(ns []*Notification, size int) (whole bool) {
-	mb.mu.Lock()
-	whole, push := mb.offerLocked(ns, size)
-	mb.mu.Unlock()
-	if push {
-		mb.m.mu.Lock()
-		mb.m.ready.push(entry{w: mb})
-		mb.m.mu.Unlock()
-	}
-	return whole
 }
 
 // A loan's burst goes on across pgx's buffer refills only while the

@@ -255,7 +255,7 @@ func (mb *member) exit(cause error, last []*Notification) {
 		mb.closeConn()
 	}
 	if push {
-		mb.m.pushReady(mb)
+		mb.m.pushReady(mb, true)
 	}
 	if cause != nil {
 		mb.m.logDeath(mb, cause)
@@ -305,8 +305,9 @@ func (mb *member) offerLocked(ns []*Notification, size int) (whole, push bool) {
 }
 
 // publish adds ns, of size bytes, to pending and queues the member for the
-// consumer. It reports whether ns became pending whole (see appendLocked).
-func (mb *member) publish(ns []*Notification, size int) (whole bool) {
+// consumer, waking it if wake is set (not when the consumer publishes). It
+// reports whether ns became pending whole (see appendLocked).
+func (mb *member) publish(ns []*Notification, size int, wake bool) (whole bool) {
 	if len(ns) == 0 {
 		return false
 	}
@@ -314,7 +315,7 @@ func (mb *member) publish(ns []*Notification, size int) (whole bool) {
 	whole, push := mb.offerLocked(ns, size)
 	mb.mu.Unlock()
 	if push {
-		mb.m.pushReady(mb)
+		mb.m.pushReady(mb, wake)
 	}
 	return whole
 }
@@ -322,7 +323,7 @@ func (mb *member) publish(ns []*Notification, size int) (whole bool) {
 // publishBuffered publishes what pgx buffered during a round trip.
 func (mb *member) publishBuffered() {
 	ns := popBuffered(mb.conn, nil)
-	mb.publish(ns, sizeOf(ns))
+	mb.publish(ns, sizeOf(ns), true)
 }
 
 // channelList returns the tracked channels, sorted.

@@ -43,12 +43,15 @@ func (q *fifo) pop() (entry, bool) {
 	return e, true
 }
 
-// pushReady puts mb at the back of the ready queue and wakes the consumer.
-func (m *Manager) pushReady(mb *member) {
+// pushReady puts mb at the back of the ready queue and, if wake is set,
+// wakes the consumer.
+func (m *Manager) pushReady(mb *member, wake bool) {
 	m.mu.Lock()
 	m.ready.push(entry{w: mb})
 	m.mu.Unlock()
-	m.wakeConsumer()
+	if wake {
+		m.wakeConsumer()
+	}
 }
 
 func (m *Manager) wakeConsumer() {

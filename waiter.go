@@ -125,7 +125,7 @@ func (wt *waiter) next() (step, *request) {
 	}
 	mb.mu.Unlock()
 	if push {
-		mb.m.pushReady(mb)
+		mb.m.pushReady(mb, true)
 	}
 	wt.reuseBurst(whole)
 	return s, req
@@ -254,9 +254,7 @@ func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int
 		}
 		had := len(*burst)
 		*burst = popBuffered(mb.conn, *burst)
-		for _, n := range (*burst)[had:] {
-			*size += sizeOfOne(n)
-		}
+		*size += sizeOf((*burst)[had:])
 		if len(*burst)-had < read {
 			// Read, but not put in pgx's buffer: deaf (see waiter.read).
 			return errNotHeard

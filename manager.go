@@ -294,13 +294,14 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 	if m.signal == nil {
 		return nil, errNotNew
 	}
-	if conn == nil {
-		return nil, errNilConn
-	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return nil, ErrClosed
+	}
+	if conn == nil {
+		m.mu.Unlock()
+		return nil, errNilConn
 	}
 	mb := m.members[conn]
 	if mb == nil {
@@ -463,12 +464,12 @@ func (m *Manager) TakeGarbage() []Garbage {
 // [ErrDead] and wrapping the cause for one that died, and [ErrClosed] after
 // Close (also for a Do still waiting when Close is called).
 func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) error {
-	if fn == nil {
-		return errors.New("pgnotify: Do: nil function")
-	}
 	mb, err := m.lookup(conn)
 	if err != nil {
 		return err
+	}
+	if fn == nil {
+		return errors.New("pgnotify: Do: nil function")
 	}
 	return mb.lend(ctx, fn)
 }
@@ -546,13 +547,16 @@ func (m *Manager) UnlistenAll(ctx context.Context, conn *pgx.Conn) error {
 }
 
 func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels []string, listen bool) error {
+	if err := m.checkOpen(); err != nil {
+		return err
+	}
 	for _, c := range channels {
 		if err := ValidateChannel(c); err != nil {
 			return err
 		}
 	}
 	if len(channels) == 0 {
-		return m.checkOpen()
+		return nil
 	}
 	return m.channelCommand(ctx, conn, func(qctx context.Context, c *pgx.Conn, tracked map[string]struct{}) error {
 		var err error

@@ -52,6 +52,9 @@ func Redial(ctx context.Context, dead Garbage) (*pgx.Conn, error) {
 // logged, see [WithLogger]); a replacement that fails a check is closed.
 // Garbage another Recover is already replacing is skipped.
 func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
+	if err := m.checkOpen(); err != nil {
+		return err
+	}
 	if dial == nil {
 		return errors.New("pgnotify: Recover: nil DialFunc")
 	}

@@ -33,8 +33,11 @@
 // for itself. The consumer, one goroutine at a time, calls [Manager.Next],
 // [Manager.Events] or [Manager.Drain] (a second goroutine gets an error);
 // every other method is safe from any goroutine, also while Next is
-// blocked. [Manager.Close] returns by its context's end and never waits for
-// a Do function: a lent connection is closed when the function returns.
+// blocked. [Manager.Close] returns by its context's end; it cancels the
+// query of a Do function running meanwhile and waits for the function, and
+// a Do returns only once the manager has let go of the connection. Close
+// called inside a Do function does not wait for it: that connection is
+// closed when the function returns.
 //
 // # Timeouts and drain
 //

@@ -454,7 +454,13 @@ func (m *Manager) TakeGarbage() []Garbage {
 // Inside fn, use the connection fn was given: Do, Listen, Unlisten,
 // UnlistenAll and Remove for conn from fn's goroutine return an error at
 // once rather than wait for fn. Close from inside fn returns without
-// waiting for it; conn is closed when fn returns.
+// waiting for fn; conn is closed when fn returns, before Do returns.
+//
+// [Manager.Close] called meanwhile from another goroutine cancels the query
+// fn is running (a cancel request, as pgx sends for a cancelled context; the
+// connection stays usable for fn) and waits for fn to return. Do returns
+// only once the manager has let go of conn: when the member was closed,
+// removed or died during the Do, its waiter is done with conn by then.
 //
 // LISTEN and UNLISTEN run inside fn are not tracked for recovery: change
 // channels with [Manager.Listen] and [Manager.Unlisten].
@@ -490,7 +496,7 @@ func (mb *member) lend(ctx context.Context, fn func(*pgx.Conn) error) (err error
 			return ctx.Err()
 		}
 		if err := <-r.done; err == nil {
-			r.released <- nil // taken meanwhile: hand the connection straight back
+			mb.giveBack(r, nil) // taken meanwhile: hand the connection straight back
 		}
 		return ctx.Err()
 	}
@@ -499,22 +505,36 @@ func (mb *member) lend(ctx context.Context, fn func(*pgx.Conn) error) (err error
 	mb.mu.Lock()
 	mb.borrower = goid()
 	mb.mu.Unlock()
-	defer func() {
-		mb.mu.Lock()
-		mb.borrower = 0
-		mb.mu.Unlock()
-		r.released <- err
-		// Return once what fn received is pending (or the Dead event is
-		// queued), so the caller's next Next or Drain sees it.
-		switch afterErr := <-r.done; {
-		case afterErr == nil:
-		case err == nil:
-			err = afterErr
-		default:
-			err = errors.Join(err, afterErr)
-		}
-	}()
+	defer func() { err = mb.giveBack(r, err) }()
 	return fn(mb.conn)
+}
+
+// giveBack hands the connection lent for r back to the waiter with fnErr,
+// the function's error, and returns what Do reports. It returns once what
+// the function received is pending (or the Dead event is queued), so the
+// caller's next Next or Drain sees it; and, when the member is no longer
+// live (Close, Remove, a death), once its waiter has let go of the
+// connection, so that the caller may touch it after Do with no race.
+func (mb *member) giveBack(r *request, fnErr error) error {
+	mb.mu.Lock()
+	mb.borrower = 0
+	mb.mu.Unlock()
+	r.released <- fnErr
+	err := fnErr
+	switch afterErr := <-r.done; {
+	case afterErr == nil:
+	case err == nil:
+		err = afterErr
+	default:
+		err = errors.Join(err, afterErr)
+	}
+	mb.mu.Lock()
+	live := mb.state == stateLive
+	mb.mu.Unlock()
+	if !live {
+		<-mb.exited
+	}
+	return err
 }
 
 // Listen makes conn, a member, listen on channels, and records them for
@@ -731,14 +751,21 @@ func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 // for its member (a Do, a Listen) returns ErrClosed too. Calling Close
 // again returns nil.
 //
-// Close waits for the waiters to stop and for automatic reconnects in
-// progress to give up, until ctx ends. It never waits for a [Manager.Do]
-// function: a member lent to one is closed by its waiter when the function
-// returns, after Close has returned (so Close may be called from inside a
-// Do function). If ctx ends first, the sockets of the members still
-// stopping are closed under them, Close returns ctx's error, and what it
-// could not stop — a reconnect whose dial ignores its context — finishes in
-// the background: a connection it then makes is closed, not added.
+// A member lent to a [Manager.Do] function is not closed under it: Close
+// cancels the query the function runs (a cancel request, sent again while
+// the function holds on, since one that reaches the server between two
+// queries cancels nothing), and its waiter closes the connection once the
+// function returns; that Do returns after. Close waits for all of this, for
+// the waiters to stop and for automatic reconnects and [Manager.Recover]
+// calls in progress to give up, until ctx ends, and returns nil only when
+// every member is closed. If ctx ends first, Close returns ctx's error: the
+// sockets of the members still stopping are closed under their waiters
+// (never under a Do function), a lent member is closed when its function
+// returns, and a dial that ignores its context finishes in the background:
+// a connection it then makes is closed, not added.
+//
+// Close may be called from inside a Do function: it does not wait for that
+// function, whose member is closed when it returns, before its Do returns.
 func (m *Manager) Close(ctx context.Context) error {
 	if m.signal == nil {
 		return errNotNew
@@ -755,22 +782,29 @@ func (m *Manager) Close(ctx context.Context) error {
 	close(m.closedCh)
 	m.cancel()
 
-	// stopping are the members Close waits for; ours those whose
-	// connection it closes (not one a Remove is taking back).
-	var stopping, ours []*member
+	// stopping are the members Close waits for; lent those a Do function
+	// holds, whose query it cuts; ours those whose socket it may close
+	// when out of time (not one a Remove is taking back, nor a lent one).
+	var stopping, lent, ours []*member
+	self := goid()
 	for _, mb := range mbs {
-		lent, mine := mb.stopForClose()
-		if !lent {
+		isLent, mine, borrower := mb.stopForClose()
+		switch {
+		case isLent && borrower == self:
+			// Close from inside this member's Do function: waiting for
+			// the function would never end.
+		case isLent:
+			stopping = append(stopping, mb)
+			lent = append(lent, mb)
+		default:
 			stopping = append(stopping, mb)
 			if mine {
 				ours = append(ours, mb)
 			}
-		} else if l := m.cfg.logger; l != nil {
-			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", mb.conn.PgConn().PID())
 		}
 	}
 	var err error
-	if !exitedBy(ctx, stopping) {
+	if !m.exitedBy(ctx, stopping, lent) {
 		err = ctx.Err()
 		// Out of time: a stopping waiter is in a round trip of its own
 		// timeout. Closing its socket ends that at once.
@@ -778,7 +812,9 @@ func (m *Manager) Close(ctx context.Context) error {
 			mb.netConn.Close()
 		}
 		for _, mb := range stopping {
-			<-mb.exited
+			if !slices.Contains(lent, mb) {
+				<-mb.exited
+			}
 		}
 	} else {
 		select {
@@ -796,16 +832,56 @@ func (m *Manager) Close(ctx context.Context) error {
 }
 
 // exitedBy waits for the waiters of mbs to return, until ctx ends, and
-// reports whether they all did.
-func exitedBy(ctx context.Context, mbs []*member) bool {
+// reports whether they all did. Meanwhile it cuts the query of each member
+// of lent whose waiter has not returned, at once and then again every
+// cutAgain (doubling up to a second).
+func (m *Manager) exitedBy(ctx context.Context, mbs, lent []*member) bool {
+	var cutC <-chan time.Time
+	if len(lent) > 0 {
+		cut := time.NewTimer(0)
+		defer cut.Stop()
+		cutC = cut.C
+	}
+	again := cutAgain
 	for _, mb := range mbs {
-		select {
-		case <-mb.exited:
-		case <-ctx.Done():
-			return false
+		for waiting := true; waiting; {
+			select {
+			case <-mb.exited:
+				waiting = false
+			case <-ctx.Done():
+				return false
+			case <-cutC:
+				for _, l := range lent {
+					select {
+					case <-l.exited:
+					default:
+						l.cutQuery(ctx)
+					}
+				}
+				cutC = time.After(again)
+				again = min(2*again, time.Second)
+			}
 		}
 	}
 	return true
+}
+
+// cutAgain is how long Close waits for a Do function before it sends its
+// query another cancel request.
+const cutAgain = 50 * time.Millisecond
+
+// cutQuery asks the server to cancel the query a Do function is running on
+// mb's connection. The cancel request travels on a connection of its own
+// and reads only what pgconn set at connect, so it is safe while the
+// function owns mb.conn, where closing the socket under it is not.
+func (mb *member) cutQuery(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, mb.m.cfg.roundTripTimeout())
+	defer cancel()
+	if err := mb.conn.PgConn().CancelRequest(ctx); err != nil && ctx.Err() == nil {
+		if l := mb.m.cfg.logger; l != nil {
+			l.Warn("pgnotify: close: cancelling the query of a Do function failed", append(connAttrs(mb.conn, "pid"), "err", err)...)
+		}
+	}
 }
 
 // logDeath reports a death when a logger was given.

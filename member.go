@@ -187,10 +187,10 @@ func (mb *member) requestStop() {
 // the connection, unless a Remove is already taking it back. The queued
 // requests fail with ErrClosed at once: the waiter may be lent to a Do
 // whose function runs for long. It reports whether the connection is lent
-// (Close does not wait for such a member; its waiter closes the connection
-// when the function returns) and whether the connection is Close's to
-// close.
-func (mb *member) stopForClose() (lent, ours bool) {
+// to a Do function (Close cuts its query and waits for it, unless the
+// function is Close's caller: borrower) and whether the connection is
+// Close's to close.
+func (mb *member) stopForClose() (lent, ours bool, borrower uint64) {
 	mb.mu.Lock()
 	switch mb.state {
 	case stateLive:
@@ -199,7 +199,7 @@ func (mb *member) stopForClose() (lent, ours bool) {
 	case stateStopping, stateRemoved:
 		mb.stopErr = ErrClosed
 	}
-	lent, ours = mb.doing == doingLend, mb.closeOnExit
+	lent, ours, borrower = mb.doing == doingLend, mb.closeOnExit, mb.borrower
 	reqs := mb.reqs
 	mb.reqs = nil
 	mb.interruptLocked()
@@ -207,7 +207,7 @@ func (mb *member) stopForClose() (lent, ours bool) {
 	for _, r := range reqs {
 		r.fail(ErrClosed)
 	}
-	return lent, ours
+	return lent, ours, borrower
 }
 
 // giveUpLocked is a Remove that stopped waiting for the waiter: the

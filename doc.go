@@ -48,7 +48,11 @@
 // committed before the pass began, then io.EOF; the next call starts a new
 // pass. [Manager.Drain] is one pass returned as a slice, whatever the
 // timeout. Next returns io.EOF itself, unwrapped, also when the set is
-// empty, and [ErrClosed] after [Manager.Close].
+// empty, and [ErrClosed] after [Manager.Close]. [Manager.Events] stops
+// quietly at the end of a drain pass only: when the set empties otherwise
+// (every member removed, or dead without [WithReconnect]) it yields
+// [ErrNoConns], which matches io.EOF, so a loop that returns its error
+// never ends silently when its last connection dies.
 //
 // # Death and recovery
 //

@@ -657,16 +657,27 @@ func (m *Manager) emptyLocked() bool {
 // they come in the order they became ready.
 //
 // Next returns io.EOF (unwrapped) when the set is empty and nothing is
-// pending, and at the end of each drain pass when the timeout is 0;
-// [ErrClosed] after Close; ctx's error when ctx ends first. Call it from
-// one goroutine at a time: a Next, Events or Drain called while another is
-// running returns an error at once.
+// pending, and at the end of each drain pass when the timeout is 0: with a
+// timeout other than 0, io.EOF means only that no connection is left (see
+// [ErrNoConns]). It returns [ErrClosed] after Close; ctx's error when ctx
+// ends first. Call it from one goroutine at a time: a Next, Events or Drain
+// called while another is running returns an error at once.
 //
 // While it waits, Next may decode a ready member's burst itself, on the
 // consumer's core (see loan.go): that read is bounded by the pending bounds,
 // and a batch it has read is returned even if ctx ended meanwhile, since
 // those notifications are already off the wire.
 func (m *Manager) Next(ctx context.Context) (Event, error) {
+	ev, err := m.next(ctx)
+	if err == ErrNoConns {
+		return ev, io.EOF
+	}
+	return ev, err
+}
+
+// next is Next, returning ErrNoConns rather than io.EOF when the set is
+// empty outside a drain pass, for Events.
+func (m *Manager) next(ctx context.Context) (Event, error) {
 	if m.signal == nil {
 		return Event{}, errNotNew
 	}
@@ -696,7 +707,7 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 		}
 		if m.emptyLocked() {
 			m.mu.Unlock()
-			return Event{}, io.EOF
+			return Event{}, ErrNoConns
 		}
 		m.mu.Unlock()
 		if d > 0 && idle == nil {
@@ -724,13 +735,16 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 	}
 }
 
-// Events ranges over [Manager.Next]. It stops quietly at io.EOF and yields
-// any other error once, last. It is a single-use stream, consumed by one
-// goroutine; with a zero timeout it covers one drain pass.
+// Events ranges over [Manager.Next]. It is a single-use stream, consumed by
+// one goroutine; with a zero timeout it covers one drain pass and stops
+// quietly at its end (io.EOF). Any other error comes once, last: also the
+// end of a stream the caller did not ask to end, when the set is empty
+// (every member removed, or dead with nothing to replace it), which yields
+// [ErrNoConns]; it matches io.EOF with [errors.Is].
 func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		for {
-			ev, err := m.Next(ctx)
+			ev, err := m.next(ctx)
 			if err == io.EOF {
 				return
 			}

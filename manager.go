@@ -31,15 +31,15 @@ type Manager struct {
 	cfg     config       // read-only after NewManager
 	timeout atomic.Int64 // time.Duration; NoTimeout, 0 or > 0
 
-	signal   chan struct{} // cap 1: the ready queue or the set changed
-	closedCh chan struct{} // closed by Close
+	signal chan struct{} // cap 1: the ready queue or the set changed
 	// loans is unbuffered: a waiter's offer (see loan) is taken only by a
 	// consumer blocked in Next at that moment.
 	loans chan *loan
 	stats counters
 	test  testSignals // set only by tests, before the first Add
 
-	// ctx is cancelled by Close; automatic reconnects dial under it.
+	// ctx is cancelled by Close, under mu: it is what "closed" means (see
+	// membership.go). Automatic reconnects dial under it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -55,40 +55,22 @@ type Manager struct {
 	// idle is the consumer's.
 	idle idleTimer
 
-	mu sync.Mutex // guards the fields below, and each member's seq
-	// members are the live and stopping members, and dead ones whose Dead
-	// event is not yet yielded.
-	members map[*pgx.Conn]*member
-	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
-	// removed holds removed members whose pending notifications are not
-	// all yielded yet: adding the connection again carries them over, so
-	// they come before what it receives next.
-	removed map[*pgx.Conn]*member
-	// recovering holds garbage connections a Recover or WithReconnect is
-	// replacing; they count as members for io.EOF.
-	recovering map[*pgx.Conn]struct{}
-	deaths     map[string]uint64 // Dead events yielded, by causeClass
-	ready      fifo
-	popped     [1]Event // popLocked's scratch, so that a batch costs no allocation
-	garbage    []Garbage
-	pass       *drainPass // the drain pass in progress, if any
-	seq        uint64
-	closed     bool
+	mu     sync.Mutex        // guards the fields below, and each member's seq
+	ms     membership        // where each connection stands: see membership.go
+	deaths map[string]uint64 // Dead events yielded, by causeClass
+	ready  fifo
+	popped [1]Event   // popLocked's scratch, so that a batch costs no allocation
+	pass   *drainPass // the drain pass in progress, if any
 }
 
 // NewManager returns an empty manager configured by opts.
 func NewManager(opts ...Option) *Manager {
 	m := &Manager{
-		cfg:      newConfig(opts),
-		signal:   make(chan struct{}, 1),
-		closedCh: make(chan struct{}),
-		loans:    make(chan *loan),
-		members:  make(map[*pgx.Conn]*member),
-		adding:   make(map[*pgx.Conn]struct{}),
-		removed:  make(map[*pgx.Conn]*member),
-
-		recovering: make(map[*pgx.Conn]struct{}),
-		deaths:     make(map[string]uint64),
+		cfg:    newConfig(opts),
+		signal: make(chan struct{}, 1),
+		loans:  make(chan *loan),
+		ms:     newMembership(),
+		deaths: make(map[string]uint64),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.timeout.Store(int64(m.cfg.timeout))
@@ -173,22 +155,13 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 		mbs[i] = newMember(m, c, channels[i], popBuffered(c, nil))
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return ErrClosed
 	}
 	committed = true
 	for _, mb := range mbs {
-		if old := m.removed[mb.conn]; old != nil {
-			// Removed with notifications not yet yielded: they come first.
-			// The old member's entry in the ready queue then yields nothing.
-			delete(m.removed, mb.conn)
-			old.mu.Lock()
-			mb.pending = slices.Concat(old.pending, mb.pending)
-			mb.pendingBytes += old.pendingBytes
-			old.pending, old.pendingBytes = nil, 0
-			old.mu.Unlock()
-		}
+		m.ms.carryOver(mb)
 		m.admitLocked(mb)
 	}
 	m.mu.Unlock()
@@ -200,28 +173,15 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 // goroutines adding the same connection cannot both win. It touches no
 // connection: a member belongs to its waiter.
 func (m *Manager) reserve(conns []*pgx.Conn) error {
-	if m.signal == nil {
-		return errNotNew
+	if err := m.made(); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.closedLocked(); err != nil {
-		return err
+	if m.closedLocked() {
+		return ErrClosed
 	}
-	for i, c := range conns {
-		if c == nil {
-			return &connError{"add", nth(i), errNilConn}
-		}
-		_, member := m.members[c]
-		_, adding := m.adding[c]
-		if member || adding || slices.Contains(conns[:i], c) {
-			return &connError{"add", nth(i), ErrAlreadyAdded}
-		}
-	}
-	for _, c := range conns {
-		m.adding[c] = struct{}{}
-	}
-	return nil
+	return m.ms.reserve(conns, "add")
 }
 
 // admitLocked makes mb, reserved, a member and starts its waiter: from
@@ -229,10 +189,7 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 // later, the reservation could be another Add's by then). Must be called
 // with m.mu held.
 func (m *Manager) admitLocked(mb *member) {
-	delete(m.adding, mb.conn)
-	m.seq++
-	mb.seq = m.seq
-	m.members[mb.conn] = mb
+	m.ms.admit(mb)
 	if len(mb.pending) > 0 {
 		mb.queued = true
 		m.ready.push(entry{w: mb})
@@ -243,59 +200,23 @@ func (m *Manager) admitLocked(mb *member) {
 // membersLocked returns the members, with the removed ones that still have
 // notifications to yield when removed is true. Must be called with m.mu
 // held.
-func (m *Manager) membersLocked(removed bool) []*member {
-	n := len(m.members)
-	if removed {
-		n += len(m.removed)
-	}
-	mbs := make([]*member, 0, n)
-	for _, mb := range m.members {
-		mbs = append(mbs, mb)
-	}
-	if removed {
-		for _, mb := range m.removed {
-			mbs = append(mbs, mb)
-		}
-	}
-	return mbs
-}
+func (m *Manager) membersLocked(removed bool) []*member { return m.ms.list(removed) }
 
 func (m *Manager) unreserve(conns []*pgx.Conn) {
 	m.mu.Lock()
-	for _, c := range conns {
-		delete(m.adding, c)
-	}
+	m.ms.unreserve(conns)
 	m.mu.Unlock()
-}
-
-// checkOpen returns why the manager can take no request (not made by
-// NewManager, or closed), or nil.
-func (m *Manager) checkOpen() error {
-	if m.signal == nil {
-		return errNotNew
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closedLocked()
-}
-
-// closedLocked returns ErrClosed after Close. Must be called with m.mu held.
-func (m *Manager) closedLocked() error {
-	if m.closed {
-		return ErrClosed
-	}
-	return nil
 }
 
 // lookup returns the live member for conn, or why there is none: ErrClosed,
 // ErrNotManaged (also for one being removed), an error wrapping the cause of
 // its death, or errLent when the caller is the Do function conn is lent to.
 func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
-	if m.signal == nil {
-		return nil, errNotNew
+	if err := m.made(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
@@ -303,13 +224,11 @@ func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
 		m.mu.Unlock()
 		return nil, errNilConn
 	}
-	mb := m.members[conn]
+	mb := m.ms.members[conn]
 	if mb == nil {
 		defer m.mu.Unlock()
-		for _, g := range m.garbage {
-			if g.Conn == conn {
-				return nil, &deadError{cause: g.Err}
-			}
+		if g, ok := m.ms.inGarbage(conn); ok {
+			return nil, &deadError{cause: g.Err}
 		}
 		return nil, ErrNotManaged
 	}
@@ -384,15 +303,7 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 // it has notifications to yield.
 func (m *Manager) forget(mb *member) {
 	m.mu.Lock()
-	if m.members[mb.conn] == mb {
-		delete(m.members, mb.conn)
-	}
-	mb.mu.Lock()
-	left := len(mb.pending) > 0
-	mb.mu.Unlock()
-	if left {
-		m.removed[mb.conn] = mb
-	}
+	m.ms.forget(mb)
 	m.mu.Unlock()
 	m.wakeConsumer()
 }
@@ -419,7 +330,7 @@ func (m *Manager) Conns() []*pgx.Conn {
 func (m *Manager) Garbage() []Garbage {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slices.Clone(m.garbage)
+	return slices.Clone(m.ms.garbage)
 }
 
 // TakeGarbage removes the dead connections from the manager and returns
@@ -428,13 +339,7 @@ func (m *Manager) Garbage() []Garbage {
 func (m *Manager) TakeGarbage() []Garbage {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	g := m.garbage
-	m.garbage = nil
-	// A reconnect in progress gives up at its next step; until then the
-	// taken connections no longer keep the set from being empty.
-	for _, x := range g {
-		delete(m.recovering, x.Conn)
-	}
+	g := m.ms.takeGarbage()
 	m.wakeConsumer()
 	return g
 }
@@ -631,15 +536,12 @@ func (m *Manager) buryLocked(mb *member) Event {
 	cause := mb.cause
 	mb.mu.Unlock()
 	g := Garbage{Conn: mb.conn, Err: cause, Channels: mb.channelList()}
-	if m.members[mb.conn] == mb {
-		delete(m.members, mb.conn)
-	}
-	m.garbage = append(m.garbage, g)
+	m.ms.bury(mb, g)
 	m.deaths[causeClass(cause)]++
-	if m.cfg.dial != nil && !m.closed {
+	if m.cfg.dial != nil && !m.closedLocked() {
 		// Recovery starts only now, so its Recovered event cannot overtake
 		// the Dead one.
-		m.recovering[g.Conn] = struct{}{}
+		m.ms.claim(g.Conn)
 		m.goReconnect(g, m.cfg.firstAttempt(mb))
 	}
 	return Event{Kind: Dead, Conn: mb.conn, Err: cause}
@@ -648,7 +550,7 @@ func (m *Manager) buryLocked(mb *member) Event {
 // emptyLocked reports whether the set has nothing left to yield. Must be
 // called with m.mu held.
 func (m *Manager) emptyLocked() bool {
-	return len(m.members) == 0 && len(m.recovering) == 0 && m.ready.len() == 0
+	return m.ms.empty() && m.ready.len() == 0
 }
 
 // Next returns the next event: a [Batch] of notifications from one
@@ -678,8 +580,8 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 // next is Next, returning ErrNoConns rather than io.EOF when the set is
 // empty outside a drain pass, for Events.
 func (m *Manager) next(ctx context.Context) (Event, error) {
-	if m.signal == nil {
-		return Event{}, errNotNew
+	if err := m.made(); err != nil {
+		return Event{}, err
 	}
 	if !m.consuming.CompareAndSwap(false, true) {
 		return Event{}, errConcurrentNext
@@ -693,7 +595,7 @@ func (m *Manager) next(ctx context.Context) (Event, error) {
 	defer m.idle.stop()
 	for {
 		m.mu.Lock()
-		if m.closed {
+		if m.closedLocked() {
 			m.mu.Unlock()
 			return Event{}, ErrClosed
 		}
@@ -719,7 +621,7 @@ func (m *Manager) next(ctx context.Context) (Event, error) {
 			// A waiter lends us its read: decode its burst here, where it
 			// is consumed, and take it at the top of the loop.
 			l.decode()
-		case <-m.closedCh:
+		case <-m.ctx.Done(): // closed
 		case <-ctx.Done():
 			return Event{}, ctx.Err()
 		case <-idle:
@@ -781,20 +683,18 @@ func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 // Close may be called from inside a Do function: it does not wait for that
 // function, whose member is closed when it returns, before its Do returns.
 func (m *Manager) Close(ctx context.Context) error {
-	if m.signal == nil {
-		return errNotNew
+	if err := m.made(); err != nil {
+		return err
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return nil
 	}
-	m.closed = true
-	mbs := m.membersLocked(false)
-	garbage := m.garbage
-	m.mu.Unlock()
-	close(m.closedCh)
 	m.cancel()
+	mbs := m.ms.list(false)
+	garbage := m.ms.garbage
+	m.mu.Unlock()
 
 	// stopping are the members Close waits for; lent those a Do function
 	// holds, whose query it cuts; ours those whose socket it may close

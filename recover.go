@@ -75,7 +75,7 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 		err := m.recoverOne(ctx, dial, gs[i], 0, 0)
 		if err != nil {
 			m.mu.Lock()
-			delete(m.recovering, gs[i].Conn)
+			m.ms.release(gs[i].Conn)
 			m.mu.Unlock()
 			m.wakeConsumer()
 		}
@@ -87,19 +87,18 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 // being recovered, and returns them. It counts the Recover in m.wg, so
 // that Close waits for it; the caller calls m.wg.Done when it returns.
 func (m *Manager) claimGarbage() ([]Garbage, error) {
-	if m.signal == nil {
-		return nil, errNotNew
+	if err := m.made(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closedLocked() {
 		return nil, ErrClosed
 	}
 	m.wg.Add(1)
 	var gs []Garbage
-	for _, g := range m.garbage {
-		if _, busy := m.recovering[g.Conn]; !busy {
-			m.recovering[g.Conn] = struct{}{}
+	for _, g := range m.ms.garbage {
+		if m.ms.claim(g.Conn) {
 			gs = append(gs, g)
 		}
 	}
@@ -311,9 +310,9 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 	m.mu.Lock()
 	var refused error
 	switch {
-	case m.closed:
+	case m.closedLocked():
 		refused = ErrClosed
-	case !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }):
+	case !m.ms.replace(g.Conn):
 		refused = errors.New("the dead connection was taken with TakeGarbage")
 	}
 	if refused != nil {
@@ -322,8 +321,6 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 		m.unreserve([]*pgx.Conn{conn})
 		return refused
 	}
-	delete(m.recovering, g.Conn)
-	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
 	mb := newMember(m, conn, g.Channels, popBuffered(conn, pending))
 	mb.adopted, mb.attempt = time.Now(), attempt
 	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
@@ -339,9 +336,9 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 func (m *Manager) stillGarbage(conn *pgx.Conn) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if slices.ContainsFunc(m.garbage, func(g Garbage) bool { return g.Conn == conn }) {
+	if _, ok := m.ms.inGarbage(conn); ok {
 		return true
 	}
-	delete(m.recovering, conn)
+	m.ms.release(conn)
 	return false
 }

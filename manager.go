@@ -620,7 +620,7 @@ func (m *Manager) next(ctx context.Context) (Event, error) {
 		case l := <-m.loans:
 			// A waiter lends us its read: decode its burst here, where it
 			// is consumed, and take it at the top of the loop.
-			l.decode()
+			m.test.loaned.signal(l.decode())
 		case <-m.ctx.Done(): // closed
 		case <-ctx.Done():
 			return Event{}, ctx.Err()
@@ -789,12 +789,21 @@ const cutAgain = 50 * time.Millisecond
 // and reads only what pgconn set at connect, so it is safe while the
 // function owns mb.conn, where closing the socket under it is not.
 func (mb *member) cutQuery(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, mb.m.cfg.roundTripTimeout())
+	ctx, cancel := context.WithTimeout(ctx, mb.cfg.roundTripTimeout())
 	defer cancel()
 	if err := mb.conn.PgConn().CancelRequest(ctx); err != nil && ctx.Err() == nil {
-		if l := mb.m.cfg.logger; l != nil {
+		if l := mb.cfg.logger; l != nil {
 			l.Warn("pgnotify: close: cancelling the query of a Do function failed", append(connAttrs(mb.conn, "pid"), "err", err)...)
 		}
+	}
+}
+
+// waiterDone is told that mb's waiter returned (see owner).
+func (m *Manager) waiterDone(mb *member, cause error) {
+	if cause != nil {
+		m.logDeath(mb, cause)
+	} else {
+		m.forget(mb)
 	}
 }
 

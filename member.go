@@ -66,10 +66,29 @@ const (
 // pastDeadline interrupts a read at once.
 var pastDeadline = time.Unix(1, 0)
 
+// owner is all a member reaches back into its Manager for, so that a
+// waiter can run (and be tested) without a whole Manager. Besides these, a
+// member reads its Manager's config and counts into its counters.
+type owner interface {
+	// pushReady puts mb on the ready queue for the consumer; wake also
+	// wakes a consumer parked in Next (not when the consumer publishes).
+	pushReady(mb *member, wake bool)
+	// offerLoan offers l, a read of mb's burst, to a consumer parked in
+	// Next at this moment, without waiting; it reports whether one took
+	// it (see loan.go).
+	offerLoan(l *loan) bool
+	// waiterDone is told that mb's waiter returned: with cause nil, the
+	// member was removed (and may still owe notifications), else it died
+	// of cause.
+	waiterDone(mb *member, cause error)
+}
+
 // member is one managed connection and its waiter.
 type member struct {
 	// Set before the waiter starts; read-only after.
-	m       *Manager
+	own     owner     // the Manager
+	cfg     *config   // the Manager's
+	stats   *counters // the Manager's
 	conn    *pgx.Conn // the waiter's, or a Do function's while lent
 	netConn net.Conn  // conn's socket: others touch only its deadline (and Close its Close)
 	adopted time.Time // when Recover added it (zero for Add)
@@ -100,7 +119,9 @@ type member struct {
 
 func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notification) *member {
 	mb := &member{
-		m:        m,
+		own:      m,
+		cfg:      &m.cfg,
+		stats:    &m.stats,
 		conn:     conn,
 		netConn:  conn.PgConn().Conn(),
 		exited:   make(chan struct{}),
@@ -255,13 +276,9 @@ func (mb *member) exit(cause error, last []*Notification) {
 		mb.closeConn()
 	}
 	if push {
-		mb.m.pushReady(mb, true)
+		mb.own.pushReady(mb, true)
 	}
-	if cause != nil {
-		mb.m.logDeath(mb, cause)
-	} else {
-		mb.m.forget(mb)
-	}
+	mb.own.waiterDone(mb, cause)
 }
 
 // appendLocked adds ns, of size bytes, to pending. It reports whether ns
@@ -300,7 +317,7 @@ func (mb *member) markQueuedLocked() bool {
 // consumer. Must be called with mb.mu held.
 func (mb *member) offerLocked(ns []*Notification, size int) (whole, push bool) {
 	whole = mb.appendLocked(ns, size)
-	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+	mb.stats.raisePeak(len(mb.pending), mb.pendingBytes)
 	return whole, mb.markQueuedLocked()
 }
 
@@ -315,7 +332,7 @@ func (mb *member) publish(ns []*Notification, size int, wake bool) (whole bool) 
 	whole, push := mb.offerLocked(ns, size)
 	mb.mu.Unlock()
 	if push {
-		mb.m.pushReady(mb, wake)
+		mb.own.pushReady(mb, wake)
 	}
 	return whole
 }

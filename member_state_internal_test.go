@@ -10,7 +10,7 @@ import (
 // bareMember is a member with no connection or waiter, for the life
 // transitions alone (none of them touches the connection unless reading).
 func bareMember() *member {
-	return &member{m: NewManager(), wake: make(chan struct{}, 1)}
+	return &member{own: NewManager(), wake: make(chan struct{}, 1)}
 }
 
 // The transitions out of stateLive, and what requests fail with after each.

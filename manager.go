@@ -696,27 +696,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	garbage := m.ms.garbage
 	m.mu.Unlock()
 
-	// stopping are the members Close waits for; lent those a Do function
-	// holds, whose query it cuts; ours those whose socket it may close
-	// when out of time (not one a Remove is taking back, nor a lent one).
-	var stopping, lent, ours []*member
-	self := goid()
-	for _, mb := range mbs {
-		isLent, mine, borrower := mb.stopForClose()
-		switch {
-		case isLent && borrower == self:
-			// Close from inside this member's Do function: waiting for
-			// the function would never end.
-		case isLent:
-			stopping = append(stopping, mb)
-			lent = append(lent, mb)
-		default:
-			stopping = append(stopping, mb)
-			if mine {
-				ours = append(ours, mb)
-			}
-		}
-	}
+	stopping, lent, ours := stopAllForClose(mbs)
 	var err error
 	if !m.exitedBy(ctx, stopping, lent) {
 		err = ctx.Err()
@@ -743,6 +723,30 @@ func (m *Manager) Close(ctx context.Context) error {
 		g.Conn.Close(cctx)
 	}
 	return err
+}
+
+// stopAllForClose stops every member of mbs for Close and sorts them:
+// stopping, those Close waits for; lent, those a Do function holds, whose
+// query it cuts; ours, those whose socket it may close when out of time
+// (not one a Remove is taking back, nor a lent one). A member lent to
+// Close's own caller is in none: waiting for its function would never end.
+func stopAllForClose(mbs []*member) (stopping, lent, ours []*member) {
+	self := goid()
+	for _, mb := range mbs {
+		isLent, mine, borrower := mb.stopForClose()
+		switch {
+		case isLent && borrower == self:
+		case isLent:
+			stopping = append(stopping, mb)
+			lent = append(lent, mb)
+		default:
+			stopping = append(stopping, mb)
+			if mine {
+				ours = append(ours, mb)
+			}
+		}
+	}
+	return stopping, lent, ours
 }
 
 // exitedBy waits for the waiters of mbs to return, until ctx ends, and

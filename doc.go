@@ -33,8 +33,11 @@
 // for itself. The consumer, one goroutine at a time, calls [Manager.Next],
 // [Manager.Events] or [Manager.Drain] (a second goroutine gets an error);
 // every other method is safe from any goroutine, also while Next is
-// blocked. [Manager.Close] returns by its context's end and never waits for
-// a Do function: a lent connection is closed when the function returns.
+// blocked. [Manager.Close] returns by its context's end; it cancels the
+// query of a Do function running meanwhile and waits for the function, and
+// a Do returns only once the manager has let go of the connection. Close
+// called inside a Do function does not wait for it: that connection is
+// closed when the function returns.
 //
 // # Timeouts and drain
 //
@@ -45,7 +48,11 @@
 // committed before the pass began, then io.EOF; the next call starts a new
 // pass. [Manager.Drain] is one pass returned as a slice, whatever the
 // timeout. Next returns io.EOF itself, unwrapped, also when the set is
-// empty, and [ErrClosed] after [Manager.Close].
+// empty, and [ErrClosed] after [Manager.Close]. [Manager.Events] stops
+// quietly at the end of a drain pass only: when the set empties otherwise
+// (every member removed, or dead without [WithReconnect]) it yields
+// [ErrNoConns], which matches io.EOF, so a loop that returns its error
+// never ends silently when its last connection dies.
 //
 // # Death and recovery
 //

@@ -56,7 +56,7 @@ func (m *Manager) startPass(mbs []*member) *drainPass {
 // once its round trips are over and its events collected.
 func (m *Manager) currentPass(ctx context.Context) (*drainPass, error) {
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
@@ -68,7 +68,7 @@ func (m *Manager) currentPass(ctx context.Context) (*drainPass, error) {
 	m.mu.Unlock()
 	select {
 	case <-p.done:
-	case <-m.closedCh:
+	case <-m.ctx.Done(): // closed
 		return nil, ErrClosed
 	case <-ctx.Done():
 		// The round trips go on under their own timeouts; what they
@@ -77,7 +77,7 @@ func (m *Manager) currentPass(ctx context.Context) (*drainPass, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closedLocked() {
 		return nil, ErrClosed
 	}
 	if p.state == passRunning {
@@ -142,8 +142,8 @@ func (m *Manager) endPass(p *drainPass) []Event {
 // the round trips finish in the background and what they bring stays
 // pending. Drain is the consumer's, like Next.
 func (m *Manager) Drain(ctx context.Context) ([]Event, error) {
-	if m.signal == nil {
-		return nil, errNotNew
+	if err := m.made(); err != nil {
+		return nil, err
 	}
 	if !m.consuming.CompareAndSwap(false, true) {
 		return nil, errConcurrentNext

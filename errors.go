@@ -3,6 +3,7 @@ package pgnotify
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -12,6 +13,14 @@ import (
 var (
 	// ErrClosed is returned by every Manager method after [Manager.Close].
 	ErrClosed = errors.New("pgnotify: closed")
+
+	// ErrNoConns is the last error [Manager.Events] yields when the set is
+	// empty (every member removed, or dead with nothing to replace it)
+	// and the caller did not ask for a drain, so that a loop which returns
+	// on error does not end as if all were well. It matches io.EOF with
+	// [errors.Is], the end of the stream [Manager.Next] returns itself.
+	ErrNoConns = fmt.Errorf("pgnotify: no connection left to listen on "+
+		"(every member was removed, or died with no WithReconnect to replace it): %w", io.EOF)
 
 	// ErrAlreadyAdded is returned by [Manager.Add] for a connection that is
 	// already a member (or is named twice in one call).

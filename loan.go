@@ -14,7 +14,7 @@ import "time"
 //	waiter: offers the loan on m.loans without blocking; taken only if the
 //	        consumer is parked in Next's select right now
 //	waiter: waits on back, doing nothing with the connection
-//	consumer: readBurst on the connection, publishes the burst, sends the
+//	consumer: reads the burst on the connection, publishes it, sends the
 //	          read's error on back; while notifications stream in it
 //	          reads on across pgx's buffer refills (see loanLinger), so a
 //	          backlog is decoded in bursts of up to the pending bound, one
@@ -29,31 +29,31 @@ import "time"
 // closes the connection or makes the member die.
 type loan struct {
 	mb   *member
+	b    *burst     // the waiter's: the consumer's from the offer until it sends on back
 	back chan error // cap 1: the connection is the waiter's again
-
-	// Set by the waiter before the loan is offered; the consumer's until
-	// it sends on back.
-	burst          []*Notification // read so far; after: a buffer to reuse, or nil
-	size           int             // sizeOf(burst)
-	room, byteRoom int             // as readBurst's
-	n              int             // after: how many were published
 }
 
-// decode is the consumer's side of a loan.
-func (l *loan) decode() {
-	mb := l.mb
-	err := readBurst(mb, &l.burst, &l.size, l.room, l.byteRoom, loanLinger)
-	l.n = len(l.burst)
-	// The consumer is the caller: no wake-up.
-	whole := mb.publish(l.burst, l.size, false)
-	if whole {
-		l.burst = nil
-	} else {
-		clear(l.burst)
-		l.burst = l.burst[:0]
+// offerLoan offers l to a consumer parked in Next at this moment, without
+// waiting, and reports whether one took it.
+func (m *Manager) offerLoan(l *loan) bool {
+	select {
+	case m.loans <- l:
+		return true
+	default:
+		return false
 	}
+}
+
+// decode is the consumer's side of a loan. It returns how many
+// notifications it published.
+func (l *loan) decode() int {
+	err := l.b.read(l.mb.conn, loanLinger)
+	n := len(l.b.ns)
+	// The consumer is the caller: no wake-up.
+	whole := l.mb.publish(l.b.ns, l.b.size, false)
+	l.b.handOver(whole)
 	l.back <- err
-	l.mb.m.test.loaned.signal(l.n)
+	return n
 }
 
 // A loan's burst goes on across pgx's buffer refills only while the

@@ -148,12 +148,10 @@ func TestReadBurstDeafConn(t *testing.T) {
 			break
 		}
 	}
-	mb := &member{conn: deaf, netConn: deaf.PgConn().Conn()}
-	var burst []*Notification
-	size := 0
-	err = readBurst(mb, &burst, &size, 100, 1<<20, 0)
+	b := burst{room: 100, byteRoom: 1 << 20, bound: 100}
+	err = b.read(deaf, 0)
 	require.ErrorIs(t, err, errNotHeard)
-	assert.Empty(t, burst)
+	assert.Empty(t, b.ns)
 	n, err := src.WaitForNotification(cancelledCtx)
 	require.NoError(t, err, "the notification went to the connection dialled first")
 	assert.Equal(t, "0", n.Payload)

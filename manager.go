@@ -31,15 +31,15 @@ type Manager struct {
 	cfg     config       // read-only after NewManager
 	timeout atomic.Int64 // time.Duration; NoTimeout, 0 or > 0
 
-	signal   chan struct{} // cap 1: the ready queue or the set changed
-	closedCh chan struct{} // closed by Close
+	signal chan struct{} // cap 1: the ready queue or the set changed
 	// loans is unbuffered: a waiter's offer (see loan) is taken only by a
 	// consumer blocked in Next at that moment.
 	loans chan *loan
 	stats counters
 	test  testSignals // set only by tests, before the first Add
 
-	// ctx is cancelled by Close; automatic reconnects dial under it.
+	// ctx is cancelled by Close, under mu: it is what "closed" means (see
+	// membership.go). Automatic reconnects dial under it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -55,40 +55,22 @@ type Manager struct {
 	// idle is the consumer's.
 	idle idleTimer
 
-	mu sync.Mutex // guards the fields below, and each member's seq
-	// members are the live and stopping members, and dead ones whose Dead
-	// event is not yet yielded.
-	members map[*pgx.Conn]*member
-	adding  map[*pgx.Conn]struct{} // reserved by an Add in progress
-	// removed holds removed members whose pending notifications are not
-	// all yielded yet: adding the connection again carries them over, so
-	// they come before what it receives next.
-	removed map[*pgx.Conn]*member
-	// recovering holds garbage connections a Recover or WithReconnect is
-	// replacing; they count as members for io.EOF.
-	recovering map[*pgx.Conn]struct{}
-	deaths     map[string]uint64 // Dead events yielded, by causeClass
-	ready      fifo
-	popped     [1]Event // popLocked's scratch, so that a batch costs no allocation
-	garbage    []Garbage
-	pass       *drainPass // the drain pass in progress, if any
-	seq        uint64
-	closed     bool
+	mu     sync.Mutex        // guards the fields below, and each member's seq
+	ms     membership        // where each connection stands: see membership.go
+	deaths map[string]uint64 // Dead events yielded, by causeClass
+	ready  fifo
+	popped [1]Event   // popLocked's scratch, so that a batch costs no allocation
+	pass   *drainPass // the drain pass in progress, if any
 }
 
 // NewManager returns an empty manager configured by opts.
 func NewManager(opts ...Option) *Manager {
 	m := &Manager{
-		cfg:      newConfig(opts),
-		signal:   make(chan struct{}, 1),
-		closedCh: make(chan struct{}),
-		loans:    make(chan *loan),
-		members:  make(map[*pgx.Conn]*member),
-		adding:   make(map[*pgx.Conn]struct{}),
-		removed:  make(map[*pgx.Conn]*member),
-
-		recovering: make(map[*pgx.Conn]struct{}),
-		deaths:     make(map[string]uint64),
+		cfg:    newConfig(opts),
+		signal: make(chan struct{}, 1),
+		loans:  make(chan *loan),
+		ms:     newMembership(),
+		deaths: make(map[string]uint64),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.timeout.Store(int64(m.cfg.timeout))
@@ -173,22 +155,13 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 		mbs[i] = newMember(m, c, channels[i], popBuffered(c, nil))
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return ErrClosed
 	}
 	committed = true
 	for _, mb := range mbs {
-		if old := m.removed[mb.conn]; old != nil {
-			// Removed with notifications not yet yielded: they come first.
-			// The old member's entry in the ready queue then yields nothing.
-			delete(m.removed, mb.conn)
-			old.mu.Lock()
-			mb.pending = slices.Concat(old.pending, mb.pending)
-			mb.pendingBytes += old.pendingBytes
-			old.pending, old.pendingBytes = nil, 0
-			old.mu.Unlock()
-		}
+		m.ms.carryOver(mb)
 		m.admitLocked(mb)
 	}
 	m.mu.Unlock()
@@ -200,28 +173,15 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 // goroutines adding the same connection cannot both win. It touches no
 // connection: a member belongs to its waiter.
 func (m *Manager) reserve(conns []*pgx.Conn) error {
-	if m.signal == nil {
-		return errNotNew
+	if err := m.made(); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err := m.closedLocked(); err != nil {
-		return err
+	if m.closedLocked() {
+		return ErrClosed
 	}
-	for i, c := range conns {
-		if c == nil {
-			return &connError{"add", nth(i), errNilConn}
-		}
-		_, member := m.members[c]
-		_, adding := m.adding[c]
-		if member || adding || slices.Contains(conns[:i], c) {
-			return &connError{"add", nth(i), ErrAlreadyAdded}
-		}
-	}
-	for _, c := range conns {
-		m.adding[c] = struct{}{}
-	}
-	return nil
+	return m.ms.reserve(conns, "add")
 }
 
 // admitLocked makes mb, reserved, a member and starts its waiter: from
@@ -229,10 +189,7 @@ func (m *Manager) reserve(conns []*pgx.Conn) error {
 // later, the reservation could be another Add's by then). Must be called
 // with m.mu held.
 func (m *Manager) admitLocked(mb *member) {
-	delete(m.adding, mb.conn)
-	m.seq++
-	mb.seq = m.seq
-	m.members[mb.conn] = mb
+	m.ms.admit(mb)
 	if len(mb.pending) > 0 {
 		mb.queued = true
 		m.ready.push(entry{w: mb})
@@ -243,72 +200,35 @@ func (m *Manager) admitLocked(mb *member) {
 // membersLocked returns the members, with the removed ones that still have
 // notifications to yield when removed is true. Must be called with m.mu
 // held.
-func (m *Manager) membersLocked(removed bool) []*member {
-	n := len(m.members)
-	if removed {
-		n += len(m.removed)
-	}
-	mbs := make([]*member, 0, n)
-	for _, mb := range m.members {
-		mbs = append(mbs, mb)
-	}
-	if removed {
-		for _, mb := range m.removed {
-			mbs = append(mbs, mb)
-		}
-	}
-	return mbs
-}
+func (m *Manager) membersLocked(removed bool) []*member { return m.ms.list(removed) }
 
 func (m *Manager) unreserve(conns []*pgx.Conn) {
 	m.mu.Lock()
-	for _, c := range conns {
-		delete(m.adding, c)
-	}
+	m.ms.unreserve(conns)
 	m.mu.Unlock()
-}
-
-// checkOpen returns why the manager can take no request (not made by
-// NewManager, or closed), or nil.
-func (m *Manager) checkOpen() error {
-	if m.signal == nil {
-		return errNotNew
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.closedLocked()
-}
-
-// closedLocked returns ErrClosed after Close. Must be called with m.mu held.
-func (m *Manager) closedLocked() error {
-	if m.closed {
-		return ErrClosed
-	}
-	return nil
 }
 
 // lookup returns the live member for conn, or why there is none: ErrClosed,
 // ErrNotManaged (also for one being removed), an error wrapping the cause of
 // its death, or errLent when the caller is the Do function conn is lent to.
 func (m *Manager) lookup(conn *pgx.Conn) (*member, error) {
-	if m.signal == nil {
-		return nil, errNotNew
-	}
-	if conn == nil {
-		return nil, errNilConn
+	if err := m.made(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return nil, ErrClosed
 	}
-	mb := m.members[conn]
+	if conn == nil {
+		m.mu.Unlock()
+		return nil, errNilConn
+	}
+	mb := m.ms.members[conn]
 	if mb == nil {
 		defer m.mu.Unlock()
-		for _, g := range m.garbage {
-			if g.Conn == conn {
-				return nil, &deadError{cause: g.Err}
-			}
+		if g, ok := m.ms.inGarbage(conn); ok {
+			return nil, &deadError{cause: g.Err}
 		}
 		return nil, ErrNotManaged
 	}
@@ -383,15 +303,7 @@ func (m *Manager) Remove(ctx context.Context, conns ...*pgx.Conn) error {
 // it has notifications to yield.
 func (m *Manager) forget(mb *member) {
 	m.mu.Lock()
-	if m.members[mb.conn] == mb {
-		delete(m.members, mb.conn)
-	}
-	mb.mu.Lock()
-	left := len(mb.pending) > 0
-	mb.mu.Unlock()
-	if left {
-		m.removed[mb.conn] = mb
-	}
+	m.ms.forget(mb)
 	m.mu.Unlock()
 	m.wakeConsumer()
 }
@@ -418,7 +330,7 @@ func (m *Manager) Conns() []*pgx.Conn {
 func (m *Manager) Garbage() []Garbage {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return slices.Clone(m.garbage)
+	return slices.Clone(m.ms.garbage)
 }
 
 // TakeGarbage removes the dead connections from the manager and returns
@@ -427,13 +339,7 @@ func (m *Manager) Garbage() []Garbage {
 func (m *Manager) TakeGarbage() []Garbage {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	g := m.garbage
-	m.garbage = nil
-	// A reconnect in progress gives up at its next step; until then the
-	// taken connections no longer keep the set from being empty.
-	for _, x := range g {
-		delete(m.recovering, x.Conn)
-	}
+	g := m.ms.takeGarbage()
 	m.wakeConsumer()
 	return g
 }
@@ -453,7 +359,13 @@ func (m *Manager) TakeGarbage() []Garbage {
 // Inside fn, use the connection fn was given: Do, Listen, Unlisten,
 // UnlistenAll and Remove for conn from fn's goroutine return an error at
 // once rather than wait for fn. Close from inside fn returns without
-// waiting for it; conn is closed when fn returns.
+// waiting for fn; conn is closed when fn returns, before Do returns.
+//
+// [Manager.Close] called meanwhile from another goroutine cancels the query
+// fn is running (a cancel request, as pgx sends for a cancelled context; the
+// connection stays usable for fn) and waits for fn to return. Do returns
+// only once the manager has let go of conn: when the member was closed,
+// removed or died during the Do, its waiter is done with conn by then.
 //
 // LISTEN and UNLISTEN run inside fn are not tracked for recovery: change
 // channels with [Manager.Listen] and [Manager.Unlisten].
@@ -463,12 +375,12 @@ func (m *Manager) TakeGarbage() []Garbage {
 // [ErrDead] and wrapping the cause for one that died, and [ErrClosed] after
 // Close (also for a Do still waiting when Close is called).
 func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) error) error {
-	if fn == nil {
-		return errors.New("pgnotify: Do: nil function")
-	}
 	mb, err := m.lookup(conn)
 	if err != nil {
 		return err
+	}
+	if fn == nil {
+		return errors.New("pgnotify: Do: nil function")
 	}
 	return mb.lend(ctx, fn)
 }
@@ -489,7 +401,7 @@ func (mb *member) lend(ctx context.Context, fn func(*pgx.Conn) error) (err error
 			return ctx.Err()
 		}
 		if err := <-r.done; err == nil {
-			r.released <- nil // taken meanwhile: hand the connection straight back
+			mb.giveBack(r, nil) // taken meanwhile: hand the connection straight back
 		}
 		return ctx.Err()
 	}
@@ -498,22 +410,36 @@ func (mb *member) lend(ctx context.Context, fn func(*pgx.Conn) error) (err error
 	mb.mu.Lock()
 	mb.borrower = goid()
 	mb.mu.Unlock()
-	defer func() {
-		mb.mu.Lock()
-		mb.borrower = 0
-		mb.mu.Unlock()
-		r.released <- err
-		// Return once what fn received is pending (or the Dead event is
-		// queued), so the caller's next Next or Drain sees it.
-		switch afterErr := <-r.done; {
-		case afterErr == nil:
-		case err == nil:
-			err = afterErr
-		default:
-			err = errors.Join(err, afterErr)
-		}
-	}()
+	defer func() { err = mb.giveBack(r, err) }()
 	return fn(mb.conn)
+}
+
+// giveBack hands the connection lent for r back to the waiter with fnErr,
+// the function's error, and returns what Do reports. It returns once what
+// the function received is pending (or the Dead event is queued), so the
+// caller's next Next or Drain sees it; and, when the member is no longer
+// live (Close, Remove, a death), once its waiter has let go of the
+// connection, so that the caller may touch it after Do with no race.
+func (mb *member) giveBack(r *request, fnErr error) error {
+	mb.mu.Lock()
+	mb.borrower = 0
+	mb.mu.Unlock()
+	r.released <- fnErr
+	err := fnErr
+	switch afterErr := <-r.done; {
+	case afterErr == nil:
+	case err == nil:
+		err = afterErr
+	default:
+		err = errors.Join(err, afterErr)
+	}
+	mb.mu.Lock()
+	live := mb.state == stateLive
+	mb.mu.Unlock()
+	if !live {
+		<-mb.exited
+	}
+	return err
 }
 
 // Listen makes conn, a member, listen on channels, and records them for
@@ -546,13 +472,16 @@ func (m *Manager) UnlistenAll(ctx context.Context, conn *pgx.Conn) error {
 }
 
 func (m *Manager) changeChannels(ctx context.Context, conn *pgx.Conn, channels []string, listen bool) error {
+	if err := m.checkOpen(); err != nil {
+		return err
+	}
 	for _, c := range channels {
 		if err := ValidateChannel(c); err != nil {
 			return err
 		}
 	}
 	if len(channels) == 0 {
-		return m.checkOpen()
+		return nil
 	}
 	return m.channelCommand(ctx, conn, func(qctx context.Context, c *pgx.Conn, tracked map[string]struct{}) error {
 		var err error
@@ -607,15 +536,12 @@ func (m *Manager) buryLocked(mb *member) Event {
 	cause := mb.cause
 	mb.mu.Unlock()
 	g := Garbage{Conn: mb.conn, Err: cause, Channels: mb.channelList()}
-	if m.members[mb.conn] == mb {
-		delete(m.members, mb.conn)
-	}
-	m.garbage = append(m.garbage, g)
+	m.ms.bury(mb, g)
 	m.deaths[causeClass(cause)]++
-	if m.cfg.dial != nil && !m.closed {
+	if m.cfg.dial != nil && !m.closedLocked() {
 		// Recovery starts only now, so its Recovered event cannot overtake
 		// the Dead one.
-		m.recovering[g.Conn] = struct{}{}
+		m.ms.claim(g.Conn)
 		m.goReconnect(g, m.cfg.firstAttempt(mb))
 	}
 	return Event{Kind: Dead, Conn: mb.conn, Err: cause}
@@ -624,7 +550,7 @@ func (m *Manager) buryLocked(mb *member) Event {
 // emptyLocked reports whether the set has nothing left to yield. Must be
 // called with m.mu held.
 func (m *Manager) emptyLocked() bool {
-	return len(m.members) == 0 && len(m.recovering) == 0 && m.ready.len() == 0
+	return m.ms.empty() && m.ready.len() == 0
 }
 
 // Next returns the next event: a [Batch] of notifications from one
@@ -633,18 +559,29 @@ func (m *Manager) emptyLocked() bool {
 // they come in the order they became ready.
 //
 // Next returns io.EOF (unwrapped) when the set is empty and nothing is
-// pending, and at the end of each drain pass when the timeout is 0;
-// [ErrClosed] after Close; ctx's error when ctx ends first. Call it from
-// one goroutine at a time: a Next, Events or Drain called while another is
-// running returns an error at once.
+// pending, and at the end of each drain pass when the timeout is 0: with a
+// timeout other than 0, io.EOF means only that no connection is left (see
+// [ErrNoConns]). It returns [ErrClosed] after Close; ctx's error when ctx
+// ends first. Call it from one goroutine at a time: a Next, Events or Drain
+// called while another is running returns an error at once.
 //
 // While it waits, Next may decode a ready member's burst itself, on the
 // consumer's core (see loan.go): that read is bounded by the pending bounds,
 // and a batch it has read is returned even if ctx ended meanwhile, since
 // those notifications are already off the wire.
 func (m *Manager) Next(ctx context.Context) (Event, error) {
-	if m.signal == nil {
-		return Event{}, errNotNew
+	ev, err := m.next(ctx)
+	if err == ErrNoConns {
+		return ev, io.EOF
+	}
+	return ev, err
+}
+
+// next is Next, returning ErrNoConns rather than io.EOF when the set is
+// empty outside a drain pass, for Events.
+func (m *Manager) next(ctx context.Context) (Event, error) {
+	if err := m.made(); err != nil {
+		return Event{}, err
 	}
 	if !m.consuming.CompareAndSwap(false, true) {
 		return Event{}, errConcurrentNext
@@ -658,7 +595,7 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 	defer m.idle.stop()
 	for {
 		m.mu.Lock()
-		if m.closed {
+		if m.closedLocked() {
 			m.mu.Unlock()
 			return Event{}, ErrClosed
 		}
@@ -672,7 +609,7 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 		}
 		if m.emptyLocked() {
 			m.mu.Unlock()
-			return Event{}, io.EOF
+			return Event{}, ErrNoConns
 		}
 		m.mu.Unlock()
 		if d > 0 && idle == nil {
@@ -683,8 +620,8 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 		case l := <-m.loans:
 			// A waiter lends us its read: decode its burst here, where it
 			// is consumed, and take it at the top of the loop.
-			l.decode()
-		case <-m.closedCh:
+			m.test.loaned.signal(l.decode())
+		case <-m.ctx.Done(): // closed
 		case <-ctx.Done():
 			return Event{}, ctx.Err()
 		case <-idle:
@@ -700,13 +637,16 @@ func (m *Manager) Next(ctx context.Context) (Event, error) {
 	}
 }
 
-// Events ranges over [Manager.Next]. It stops quietly at io.EOF and yields
-// any other error once, last. It is a single-use stream, consumed by one
-// goroutine; with a zero timeout it covers one drain pass.
+// Events ranges over [Manager.Next]. It is a single-use stream, consumed by
+// one goroutine; with a zero timeout it covers one drain pass and stops
+// quietly at its end (io.EOF). Any other error comes once, last: also the
+// end of a stream the caller did not ask to end, when the set is empty
+// (every member removed, or dead with nothing to replace it), which yields
+// [ErrNoConns]; it matches io.EOF with [errors.Is].
 func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		for {
-			ev, err := m.Next(ctx)
+			ev, err := m.next(ctx)
 			if err == io.EOF {
 				return
 			}
@@ -727,46 +667,38 @@ func (m *Manager) Events(ctx context.Context) iter.Seq2[Event, error] {
 // for its member (a Do, a Listen) returns ErrClosed too. Calling Close
 // again returns nil.
 //
-// Close waits for the waiters to stop and for automatic reconnects in
-// progress to give up, until ctx ends. It never waits for a [Manager.Do]
-// function: a member lent to one is closed by its waiter when the function
-// returns, after Close has returned (so Close may be called from inside a
-// Do function). If ctx ends first, the sockets of the members still
-// stopping are closed under them, Close returns ctx's error, and what it
-// could not stop — a reconnect whose dial ignores its context — finishes in
-// the background: a connection it then makes is closed, not added.
+// A member lent to a [Manager.Do] function is not closed under it: Close
+// cancels the query the function runs (a cancel request, sent again while
+// the function holds on, since one that reaches the server between two
+// queries cancels nothing), and its waiter closes the connection once the
+// function returns; that Do returns after. Close waits for all of this, for
+// the waiters to stop and for automatic reconnects and [Manager.Recover]
+// calls in progress to give up, until ctx ends, and returns nil only when
+// every member is closed. If ctx ends first, Close returns ctx's error: the
+// sockets of the members still stopping are closed under their waiters
+// (never under a Do function), a lent member is closed when its function
+// returns, and a dial that ignores its context finishes in the background:
+// a connection it then makes is closed, not added.
+//
+// Close may be called from inside a Do function: it does not wait for that
+// function, whose member is closed when it returns, before its Do returns.
 func (m *Manager) Close(ctx context.Context) error {
-	if m.signal == nil {
-		return errNotNew
+	if err := m.made(); err != nil {
+		return err
 	}
 	m.mu.Lock()
-	if m.closed {
+	if m.closedLocked() {
 		m.mu.Unlock()
 		return nil
 	}
-	m.closed = true
-	mbs := m.membersLocked(false)
-	garbage := m.garbage
-	m.mu.Unlock()
-	close(m.closedCh)
 	m.cancel()
+	mbs := m.ms.list(false)
+	garbage := m.ms.garbage
+	m.mu.Unlock()
 
-	// stopping are the members Close waits for; ours those whose
-	// connection it closes (not one a Remove is taking back).
-	var stopping, ours []*member
-	for _, mb := range mbs {
-		lent, mine := mb.stopForClose()
-		if !lent {
-			stopping = append(stopping, mb)
-			if mine {
-				ours = append(ours, mb)
-			}
-		} else if l := m.cfg.logger; l != nil {
-			l.Info("pgnotify: close: connection lent to Do; closed when its function returns", "pid", mb.conn.PgConn().PID())
-		}
-	}
+	stopping, lent, ours := stopAllForClose(mbs)
 	var err error
-	if !exitedBy(ctx, stopping) {
+	if !m.exitedBy(ctx, stopping, lent) {
 		err = ctx.Err()
 		// Out of time: a stopping waiter is in a round trip of its own
 		// timeout. Closing its socket ends that at once.
@@ -774,7 +706,9 @@ func (m *Manager) Close(ctx context.Context) error {
 			mb.netConn.Close()
 		}
 		for _, mb := range stopping {
-			<-mb.exited
+			if !slices.Contains(lent, mb) {
+				<-mb.exited
+			}
 		}
 	} else {
 		select {
@@ -791,17 +725,90 @@ func (m *Manager) Close(ctx context.Context) error {
 	return err
 }
 
-// exitedBy waits for the waiters of mbs to return, until ctx ends, and
-// reports whether they all did.
-func exitedBy(ctx context.Context, mbs []*member) bool {
+// stopAllForClose stops every member of mbs for Close and sorts them:
+// stopping, those Close waits for; lent, those a Do function holds, whose
+// query it cuts; ours, those whose socket it may close when out of time
+// (not one a Remove is taking back, nor a lent one). A member lent to
+// Close's own caller is in none: waiting for its function would never end.
+func stopAllForClose(mbs []*member) (stopping, lent, ours []*member) {
+	self := goid()
 	for _, mb := range mbs {
-		select {
-		case <-mb.exited:
-		case <-ctx.Done():
-			return false
+		isLent, mine, borrower := mb.stopForClose()
+		switch {
+		case isLent && borrower == self:
+		case isLent:
+			stopping = append(stopping, mb)
+			lent = append(lent, mb)
+		default:
+			stopping = append(stopping, mb)
+			if mine {
+				ours = append(ours, mb)
+			}
+		}
+	}
+	return stopping, lent, ours
+}
+
+// exitedBy waits for the waiters of mbs to return, until ctx ends, and
+// reports whether they all did. Meanwhile it cuts the query of each member
+// of lent whose waiter has not returned, at once and then again every
+// cutAgain (doubling up to a second).
+func (m *Manager) exitedBy(ctx context.Context, mbs, lent []*member) bool {
+	var cutC <-chan time.Time
+	if len(lent) > 0 {
+		cut := time.NewTimer(0)
+		defer cut.Stop()
+		cutC = cut.C
+	}
+	again := cutAgain
+	for _, mb := range mbs {
+		for waiting := true; waiting; {
+			select {
+			case <-mb.exited:
+				waiting = false
+			case <-ctx.Done():
+				return false
+			case <-cutC:
+				for _, l := range lent {
+					select {
+					case <-l.exited:
+					default:
+						l.cutQuery(ctx)
+					}
+				}
+				cutC = time.After(again)
+				again = min(2*again, time.Second)
+			}
 		}
 	}
 	return true
+}
+
+// cutAgain is how long Close waits for a Do function before it sends its
+// query another cancel request.
+const cutAgain = 50 * time.Millisecond
+
+// cutQuery asks the server to cancel the query a Do function is running on
+// mb's connection. The cancel request travels on a connection of its own
+// and reads only what pgconn set at connect, so it is safe while the
+// function owns mb.conn, where closing the socket under it is not.
+func (mb *member) cutQuery(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, mb.cfg.roundTripTimeout())
+	defer cancel()
+	if err := mb.conn.PgConn().CancelRequest(ctx); err != nil && ctx.Err() == nil {
+		if l := mb.cfg.logger; l != nil {
+			l.Warn("pgnotify: close: cancelling the query of a Do function failed", append(connAttrs(mb.conn, "pid"), "err", err)...)
+		}
+	}
+}
+
+// waiterDone is told that mb's waiter returned (see owner).
+func (m *Manager) waiterDone(mb *member, cause error) {
+	if cause != nil {
+		m.logDeath(mb, cause)
+	} else {
+		m.forget(mb)
+	}
 }
 
 // logDeath reports a death when a logger was given.

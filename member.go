@@ -66,10 +66,29 @@ const (
 // pastDeadline interrupts a read at once.
 var pastDeadline = time.Unix(1, 0)
 
+// owner is all a member reaches back into its Manager for, so that a
+// waiter can run (and be tested) without a whole Manager. Besides these, a
+// member reads its Manager's config and counts into its counters.
+type owner interface {
+	// pushReady puts mb on the ready queue for the consumer; wake also
+	// wakes a consumer parked in Next (not when the consumer publishes).
+	pushReady(mb *member, wake bool)
+	// offerLoan offers l, a read of mb's burst, to a consumer parked in
+	// Next at this moment, without waiting; it reports whether one took
+	// it (see loan.go).
+	offerLoan(l *loan) bool
+	// waiterDone is told that mb's waiter returned: with cause nil, the
+	// member was removed (and may still owe notifications), else it died
+	// of cause.
+	waiterDone(mb *member, cause error)
+}
+
 // member is one managed connection and its waiter.
 type member struct {
 	// Set before the waiter starts; read-only after.
-	m       *Manager
+	own     owner     // the Manager
+	cfg     *config   // the Manager's
+	stats   *counters // the Manager's
 	conn    *pgx.Conn // the waiter's, or a Do function's while lent
 	netConn net.Conn  // conn's socket: others touch only its deadline (and Close its Close)
 	adopted time.Time // when Recover added it (zero for Add)
@@ -100,7 +119,9 @@ type member struct {
 
 func newMember(m *Manager, conn *pgx.Conn, channels []string, pending []*Notification) *member {
 	mb := &member{
-		m:        m,
+		own:      m,
+		cfg:      &m.cfg,
+		stats:    &m.stats,
 		conn:     conn,
 		netConn:  conn.PgConn().Conn(),
 		exited:   make(chan struct{}),
@@ -187,10 +208,10 @@ func (mb *member) requestStop() {
 // the connection, unless a Remove is already taking it back. The queued
 // requests fail with ErrClosed at once: the waiter may be lent to a Do
 // whose function runs for long. It reports whether the connection is lent
-// (Close does not wait for such a member; its waiter closes the connection
-// when the function returns) and whether the connection is Close's to
-// close.
-func (mb *member) stopForClose() (lent, ours bool) {
+// to a Do function (Close cuts its query and waits for it, unless the
+// function is Close's caller: borrower) and whether the connection is
+// Close's to close.
+func (mb *member) stopForClose() (lent, ours bool, borrower uint64) {
 	mb.mu.Lock()
 	switch mb.state {
 	case stateLive:
@@ -199,7 +220,7 @@ func (mb *member) stopForClose() (lent, ours bool) {
 	case stateStopping, stateRemoved:
 		mb.stopErr = ErrClosed
 	}
-	lent, ours = mb.doing == doingLend, mb.closeOnExit
+	lent, ours, borrower = mb.doing == doingLend, mb.closeOnExit, mb.borrower
 	reqs := mb.reqs
 	mb.reqs = nil
 	mb.interruptLocked()
@@ -207,7 +228,7 @@ func (mb *member) stopForClose() (lent, ours bool) {
 	for _, r := range reqs {
 		r.fail(ErrClosed)
 	}
-	return lent, ours
+	return lent, ours, borrower
 }
 
 // giveUpLocked is a Remove that stopped waiting for the waiter: the
@@ -255,13 +276,9 @@ func (mb *member) exit(cause error, last []*Notification) {
 		mb.closeConn()
 	}
 	if push {
-		mb.m.pushReady(mb, true)
+		mb.own.pushReady(mb, true)
 	}
-	if cause != nil {
-		mb.m.logDeath(mb, cause)
-	} else {
-		mb.m.forget(mb)
-	}
+	mb.own.waiterDone(mb, cause)
 }
 
 // appendLocked adds ns, of size bytes, to pending. It reports whether ns
@@ -300,7 +317,7 @@ func (mb *member) markQueuedLocked() bool {
 // consumer. Must be called with mb.mu held.
 func (mb *member) offerLocked(ns []*Notification, size int) (whole, push bool) {
 	whole = mb.appendLocked(ns, size)
-	mb.m.stats.raisePeak(len(mb.pending), mb.pendingBytes)
+	mb.stats.raisePeak(len(mb.pending), mb.pendingBytes)
 	return whole, mb.markQueuedLocked()
 }
 
@@ -315,7 +332,7 @@ func (mb *member) publish(ns []*Notification, size int, wake bool) (whole bool) 
 	whole, push := mb.offerLocked(ns, size)
 	mb.mu.Unlock()
 	if push {
-		mb.m.pushReady(mb, wake)
+		mb.own.pushReady(mb, wake)
 	}
 	return whole
 }

@@ -10,7 +10,7 @@ import (
 // bareMember is a member with no connection or waiter, for the life
 // transitions alone (none of them touches the connection unless reading).
 func bareMember() *member {
-	return &member{m: NewManager(), wake: make(chan struct{}, 1)}
+	return &member{own: NewManager(), wake: make(chan struct{}, 1)}
 }
 
 // The transitions out of stateLive, and what requests fail with after each.
@@ -28,7 +28,7 @@ func TestMemberLifeTransitions(t *testing.T) {
 		w := bareMember()
 		r := newRequest(reqRoundTrip)
 		assert.NoError(t, w.submit(r))
-		lent, ours := w.stopForClose()
+		lent, ours, _ := w.stopForClose()
 		assert.False(t, lent)
 		assert.True(t, ours)
 		assert.Equal(t, stateStopping, w.state)
@@ -38,22 +38,23 @@ func TestMemberLifeTransitions(t *testing.T) {
 	t.Run("close during remove", func(t *testing.T) {
 		w := bareMember()
 		w.requestStop()
-		_, ours := w.stopForClose()
+		_, ours, _ := w.stopForClose()
 		assert.False(t, ours, "the connection stays the Remove's")
 		assert.ErrorIs(t, w.unusableLocked(), ErrClosed)
 	})
 	t.Run("close while lent", func(t *testing.T) {
 		w := bareMember()
-		w.doing = doingLend
-		lent, _ := w.stopForClose()
-		assert.True(t, lent, "Close does not wait for a Do function")
+		w.doing, w.borrower = doingLend, 7
+		lent, _, borrower := w.stopForClose()
+		assert.True(t, lent, "Close cuts the Do function's query and waits for it")
+		assert.EqualValues(t, 7, borrower, "unless Close is called from inside it")
 	})
 	t.Run("dead stays dead", func(t *testing.T) {
 		w := bareMember()
 		cause := errors.New("boom")
 		w.state, w.cause = stateDead, cause
 		w.requestStop()
-		_, ours := w.stopForClose()
+		_, ours, _ := w.stopForClose()
 		assert.False(t, ours)
 		assert.Equal(t, stateDead, w.state)
 		assert.ErrorIs(t, w.unusableLocked(), ErrDead)

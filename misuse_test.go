@@ -44,7 +44,8 @@ func TestZeroManagerFailsClearly(t *testing.T) {
 }
 
 // TestClosedManagerSaysErrClosed: after Close every method returns
-// ErrClosed, also when it has nothing to do.
+// ErrClosed, also when it has nothing to do, and before it looks at its
+// arguments: a closed manager is what the caller needs to hear about.
 func TestClosedManagerSaysErrClosed(t *testing.T) {
 	ctx := context.Background()
 	m := pgnotify.NewManager()
@@ -61,6 +62,16 @@ func TestClosedManagerSaysErrClosed(t *testing.T) {
 		"Unlisten()":  m.Unlisten(ctx, c),
 		"UnlistenAll": m.UnlistenAll(ctx, c),
 		"Recover":     m.Recover(ctx, func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) { return nil, nil }),
+		// Arguments that would be refused on an open manager.
+		"Add(nil)":         m.Add(ctx, nil),
+		"Remove(nil)":      m.Remove(ctx, nil),
+		"Do(nil, fn)":      m.Do(ctx, nil, func(*pgx.Conn) error { return nil }),
+		"Do(c, nil)":       m.Do(ctx, c, nil),
+		"Listen(nil)":      m.Listen(ctx, nil, "a"),
+		"Listen(bad)":      m.Listen(ctx, c, ""),
+		"Unlisten(bad)":    m.Unlisten(ctx, c, "a\x00b"),
+		"UnlistenAll(nil)": m.UnlistenAll(ctx, nil),
+		"Recover(nil)":     m.Recover(ctx, nil),
 	}
 	_, errs["Next"] = m.Next(ctx)
 	_, errs["Drain"] = m.Drain(ctx)

@@ -132,7 +132,7 @@ func (m *Manager) takeLocked(mb *member, evs []Event, all bool) ([]Event, bool) 
 		mb.roomFreed()
 	}
 	if !more {
-		m.dropRemovedLocked(mb)
+		m.ms.dropRemoved(mb)
 	}
 	for len(ns) > 0 {
 		k, kb := m.cut(ns, size)
@@ -165,12 +165,4 @@ func (m *Manager) cut(ns []*Notification, size int) (k, kb int) {
 		kb += s
 	}
 	return k, kb
-}
-
-// dropRemovedLocked forgets a removed member once everything it held is
-// taken. Must be called with m.mu held.
-func (m *Manager) dropRemovedLocked(mb *member) {
-	if m.removed[mb.conn] == mb {
-		delete(m.removed, mb.conn)
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,7 +52,14 @@ func Redial(ctx context.Context, dead Garbage) (*pgx.Conn, error) {
 // lost. Failures stay in the garbage set and are returned joined (and
 // logged, see [WithLogger]); a replacement that fails a check is closed.
 // Garbage another Recover is already replacing is skipped.
+//
+// Recover returns by ctx's end, and [Manager.Close] ends it too, even if
+// dial ignores its context: such a dial finishes in the background, and a
+// connection it makes then is closed, not added.
 func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
+	if err := m.checkOpen(); err != nil {
+		return err
+	}
 	if dial == nil {
 		return errors.New("pgnotify: Recover: nil DialFunc")
 	}
@@ -59,11 +67,15 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 	if err != nil {
 		return err
 	}
+	defer m.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(m.ctx, cancel)()
 	return fanOut(len(gs), func(i int) error {
 		err := m.recoverOne(ctx, dial, gs[i], 0, 0)
 		if err != nil {
 			m.mu.Lock()
-			delete(m.recovering, gs[i].Conn)
+			m.ms.release(gs[i].Conn)
 			m.mu.Unlock()
 			m.wakeConsumer()
 		}
@@ -72,20 +84,21 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 }
 
 // claimGarbage marks every garbage entry not already being recovered as
-// being recovered, and returns them.
+// being recovered, and returns them. It counts the Recover in m.wg, so
+// that Close waits for it; the caller calls m.wg.Done when it returns.
 func (m *Manager) claimGarbage() ([]Garbage, error) {
-	if m.signal == nil {
-		return nil, errNotNew
+	if err := m.made(); err != nil {
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closedLocked() {
 		return nil, ErrClosed
 	}
+	m.wg.Add(1)
 	var gs []Garbage
-	for _, g := range m.garbage {
-		if _, busy := m.recovering[g.Conn]; !busy {
-			m.recovering[g.Conn] = struct{}{}
+	for _, g := range m.ms.garbage {
+		if m.ms.claim(g.Conn) {
 			gs = append(gs, g)
 		}
 	}
@@ -161,7 +174,7 @@ func connAttrs(conn *pgx.Conn, pidKey string) []any {
 // that Add, so neither is the DialFunc's to hand over, nor ours to close.
 // The caller releases the reservation: adopt does, or unreserve on failure.
 func (m *Manager) dialReserved(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
-	conn, err := dial(ctx, g)
+	conn, err := m.dialBy(ctx, dial, g)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +194,45 @@ func (m *Manager) dialReserved(ctx context.Context, dial DialFunc, g Garbage) (*
 		return nil, errors.New("DialFunc returned a closed connection")
 	}
 	return conn, nil
+}
+
+// dialBy returns what dial makes for g, or ctx's error once ctx ends: a
+// DialFunc may ignore its context, and neither Recover nor Close may hang
+// on it. An abandoned dial finishes in the background, counted in m.wg,
+// and a connection it makes then is closed. The caller must be counted in
+// m.wg itself (a Recover or an automatic reconnect), so that this Add never
+// races with Close's Wait.
+func (m *Manager) dialBy(ctx context.Context, dial DialFunc, g Garbage) (*pgx.Conn, error) {
+	type dialled struct {
+		conn *pgx.Conn
+		err  error
+	}
+	out := make(chan dialled, 1)
+	// claimed decides, once, who has the result: this call, or the
+	// goroutine that closes it because this call returned already.
+	var claimed atomic.Bool
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		conn, err := dial(ctx, g)
+		if claimed.CompareAndSwap(false, true) {
+			out <- dialled{conn, err}
+		} else if conn != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			conn.Close(cctx)
+			cancel()
+		}
+	}()
+	select {
+	case d := <-out:
+		return d.conn, d.err
+	case <-ctx.Done():
+		if claimed.CompareAndSwap(false, true) {
+			return nil, ctx.Err()
+		}
+		d := <-out
+		return d.conn, d.err
+	}
 }
 
 // prepareReplacement makes conn listen on channels, checks that it does
@@ -258,9 +310,9 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 	m.mu.Lock()
 	var refused error
 	switch {
-	case m.closed:
+	case m.closedLocked():
 		refused = ErrClosed
-	case !slices.ContainsFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn }):
+	case !m.ms.replace(g.Conn):
 		refused = errors.New("the dead connection was taken with TakeGarbage")
 	}
 	if refused != nil {
@@ -269,8 +321,6 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 		m.unreserve([]*pgx.Conn{conn})
 		return refused
 	}
-	delete(m.recovering, g.Conn)
-	m.garbage = slices.DeleteFunc(m.garbage, func(x Garbage) bool { return x.Conn == g.Conn })
 	mb := newMember(m, conn, g.Channels, popBuffered(conn, pending))
 	mb.adopted, mb.attempt = time.Now(), attempt
 	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
@@ -286,9 +336,9 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 func (m *Manager) stillGarbage(conn *pgx.Conn) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if slices.ContainsFunc(m.garbage, func(g Garbage) bool { return g.Conn == conn }) {
+	if _, ok := m.ms.inGarbage(conn); ok {
 		return true
 	}
-	delete(m.recovering, conn)
+	m.ms.release(conn)
 	return false
 }

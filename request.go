@@ -1,9 +1,7 @@
 package pgnotify
 
 import (
-	"bytes"
 	"errors"
-	"runtime"
 	"sync/atomic"
 )
 
@@ -84,22 +82,4 @@ func (r *request) fail(err error) {
 // have) an answer the caller must honour.
 func (r *request) withdraw() bool {
 	return r.state.CompareAndSwap(reqPending, reqWithdrawn)
-}
-
-// goid returns the calling goroutine's id, read from its stack header. The
-// runtime offers no other way to tell that a request on a lent member comes
-// from inside the Do function holding it, which would wait for itself
-// forever. It is called once per Do, and per request only while a member is
-// lent.
-func goid() uint64 {
-	var buf [64]byte
-	b := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
-	var id uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			break
-		}
-		id = id*10 + uint64(c-'0')
-	}
-	return id
 }

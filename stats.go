@@ -89,8 +89,8 @@ func (m *Manager) Stats() Stats {
 		s.DeathsByCause[cause] = n
 		s.Deaths += n
 	}
-	s.Garbage = len(m.garbage)
-	s.Recovering = len(m.recovering)
+	s.Garbage = len(m.ms.garbage)
+	s.Recovering = len(m.ms.recovering)
 	m.mu.Unlock()
 	for _, mb := range mbs {
 		mb.mu.Lock()

@@ -26,23 +26,20 @@ const (
 // that uses the connection (except a Do function it is lent to, or the
 // consumer it lends one read to). Nothing here is shared.
 type waiter struct {
-	mb         *member
-	burst      []*Notification // read since the last publish; reused
-	burstBytes int             // sizeOf(burst)
-	room       int             // what pending may still take
-	byteRoom   int             // the bytes pending may still take
-	armed      time.Time       // read deadline in force; zero: none
-	healthAt   time.Time       // when a quiet connection is pinged
-	traffic    bool            // something arrived since healthAt was set
-	pingDue    bool
-	loan       *loan // reused for every read lent to the consumer
+	mb       *member
+	b        burst     // read since the last publish (burst.go)
+	armed    time.Time // read deadline in force; zero: none
+	healthAt time.Time // when a quiet connection is pinged
+	traffic  bool      // something arrived since healthAt was set
+	pingDue  bool
+	loan     *loan // reused for every read lent to the consumer
 }
 
 // run is the waiter: it publishes what it read, takes the next step, and
 // returns when the member stops or dies.
 func (mb *member) run() {
 	defer close(mb.exited)
-	wt := &waiter{mb: mb}
+	wt := &waiter{mb: mb, b: burst{bound: mb.cfg.maxPending}}
 	wt.quiet()
 	for {
 		step, req := wt.next()
@@ -62,7 +59,7 @@ func (mb *member) run() {
 			<-mb.wake
 			wt.quiet()
 		case stepPing:
-			mb.m.stats.pings.Add(1)
+			mb.stats.pings.Add(1)
 			wt.setDeadline(time.Time{})
 			if !mb.roundTrip(true) {
 				return
@@ -77,7 +74,7 @@ func (mb *member) run() {
 				// ErrorResponse; close it for anything pgx left open, so
 				// a member is never live with an unknown protocol state.
 				mb.closeConn()
-				mb.exit(err, wt.burst)
+				mb.exit(err, wt.b.ns)
 				return
 			}
 		}
@@ -90,12 +87,11 @@ func (wt *waiter) next() (step, *request) {
 	mb := wt.mb
 	mb.mu.Lock()
 	push, whole := false, false
-	if len(wt.burst) > 0 {
-		whole, push = mb.offerLocked(wt.burst, wt.burstBytes)
+	if len(wt.b.ns) > 0 {
+		whole, push = mb.offerLocked(wt.b.ns, wt.b.size)
 		wt.traffic = true
 	}
-	wt.room = mb.m.cfg.maxPending - len(mb.pending)
-	wt.byteRoom = mb.m.cfg.maxBytes - mb.pendingBytes
+	wt.b.setRoom(mb.cfg.maxPending-len(mb.pending), mb.cfg.maxBytes-mb.pendingBytes)
 	mb.doing = doingOwn
 	if mb.deadlineMoved {
 		// Moved maybe after the read had already returned: armed no
@@ -114,7 +110,7 @@ func (wt *waiter) next() (step, *request) {
 		if req.kind == reqHandover {
 			mb.doing = doingLend
 		}
-	case wt.room <= 0 || wt.byteRoom <= 0:
+	case wt.b.room <= 0 || wt.b.byteRoom <= 0:
 		s = stepPark
 	case wt.pingDue:
 		s = stepPing
@@ -125,35 +121,16 @@ func (wt *waiter) next() (step, *request) {
 	}
 	mb.mu.Unlock()
 	if push {
-		mb.m.pushReady(mb, true)
+		mb.own.pushReady(mb, true)
 	}
-	wt.reuseBurst(whole)
+	wt.b.handOver(whole)
 	return s, req
-}
-
-// reuseBurst empties the burst buffer after a publish. A buffer pending
-// took whole is the consumer's: the next one is sized like it, so a steady
-// stream reads without regrowing it.
-func (wt *waiter) reuseBurst(whole bool) {
-	if whole {
-		wt.newBurst(len(wt.burst))
-	} else if len(wt.burst) > 0 {
-		clear(wt.burst)
-		wt.burst = wt.burst[:0]
-	}
-	wt.burstBytes = 0
-}
-
-// newBurst gives the waiter a fresh burst buffer for about n notifications,
-// the size of the last burst, within the pending bound.
-func (wt *waiter) newBurst(n int) {
-	wt.burst = make([]*Notification, 0, min(max(n, 16), wt.mb.m.cfg.maxPending))
 }
 
 // quiet starts a new health-check interval.
 func (wt *waiter) quiet() {
 	wt.traffic, wt.pingDue = false, false
-	if every := wt.mb.m.cfg.healthEvery; every > 0 {
+	if every := wt.mb.cfg.healthEvery; every > 0 {
 		wt.healthAt = time.Now().Add(every)
 	}
 }
@@ -178,9 +155,8 @@ func (wt *waiter) read() error {
 		err = errNotHeard
 	}
 	if n != nil {
-		wt.burst = append(wt.burst, n)
-		wt.burstBytes += sizeOfOne(n)
-		if err == nil && wt.room > 1 && wt.burstBytes < wt.byteRoom && mb.conn.PgConn().Frontend().ReadBufferLen() > 0 {
+		wt.b.add(n)
+		if err == nil && wt.b.hasRoom() && mb.conn.PgConn().Frontend().ReadBufferLen() > 0 {
 			wt.armed = pastDeadline
 			err = wt.takeBurst()
 		}
@@ -190,7 +166,7 @@ func (wt *waiter) read() error {
 	}
 	if pgconn.Timeout(err) && !mb.conn.IsClosed() {
 		wt.armed = pastDeadline
-		if mb.m.cfg.healthEvery > 0 && !time.Now().Before(wt.healthAt) {
+		if mb.cfg.healthEvery > 0 && !time.Now().Before(wt.healthAt) {
 			if wt.traffic {
 				wt.quiet()
 			} else {
@@ -206,91 +182,16 @@ func (wt *waiter) read() error {
 // it is waiting in Next (see loan), here otherwise.
 func (wt *waiter) takeBurst() error {
 	if wt.loan == nil {
-		wt.loan = &loan{mb: wt.mb, back: make(chan error, 1)}
+		wt.loan = &loan{mb: wt.mb, b: &wt.b, back: make(chan error, 1)}
 	}
-	l := wt.loan
-	l.burst, l.size, l.room, l.byteRoom = wt.burst, wt.burstBytes, wt.room, wt.byteRoom
-	select {
-	case wt.mb.m.loans <- l:
-	default:
-		return readBurst(wt.mb, &wt.burst, &wt.burstBytes, wt.room, wt.byteRoom, 0)
+	if !wt.mb.own.offerLoan(wt.loan) {
+		return wt.b.read(wt.mb.conn, 0)
 	}
-	err := <-l.back
-	// The consumer published the burst, and left a buffer to reuse.
-	wt.burst, wt.burstBytes, wt.traffic = l.burst, 0, true
-	if wt.burst == nil {
-		wt.newBurst(l.n)
-	}
-	l.burst = nil
+	err := <-wt.loan.back
+	// The consumer published the burst and handed it back empty.
+	wt.traffic = true
 	return err
 }
-
-// readBurst takes the notifications already in pgx's read buffer, up to
-// room in all and until size reaches byteRoom, without a lock or a wake-up
-// per notification. The past deadline makes the read that would block, on a
-// partial message or on one that is not a notification, fail at once
-// instead, so a burst is never held back unpublished. With linger > 0 (a
-// loan), while notifications stream in (lingerBytes or more since the
-// deadline was last set), the deadline moves linger ahead instead, so that
-// the burst goes on across pgx's buffer refills. It returns a read error
-// other than the timeout.
-//
-// It reads through pgconn a few notifications at a time (see chunkOf) and
-// then takes them from pgx.Conn's buffer together: taken one by one, each
-// costs pgx an allocation to regrow that buffer.
-func readBurst(mb *member, burst *[]*Notification, size *int, room, byteRoom int, linger time.Duration) error {
-	mb.netConn.SetReadDeadline(pastDeadline)
-	pc := mb.conn.PgConn()
-	armedAt := 0 // *size when the linger deadline was last set
-	for len(*burst) < room && *size < byteRoom {
-		k := chunkOf(room-len(*burst), byteRoom-*size)
-		read := 0
-		var err error
-		for read < k {
-			if err = pc.WaitForNotification(context.Background()); err != nil {
-				break
-			}
-			read++
-		}
-		had := len(*burst)
-		*burst = popBuffered(mb.conn, *burst)
-		*size += sizeOf((*burst)[had:])
-		if len(*burst)-had < read {
-			// Read, but not put in pgx's buffer: deaf (see waiter.read).
-			return errNotHeard
-		}
-		if err != nil {
-			if pgconn.Timeout(err) && !mb.conn.IsClosed() {
-				if linger > 0 && *size-armedAt >= lingerBytes {
-					// A stream: the next refill is most likely there.
-					armedAt = *size
-					mb.netConn.SetReadDeadline(time.Now().Add(linger))
-					continue
-				}
-				return nil
-			}
-			return err
-		}
-	}
-	return nil
-}
-
-// chunkOf returns how many notifications readBurst may read before it
-// counts them against the bounds: as many as fit in both even if each
-// were as large as PostgreSQL allows, so the bounds hold as they would
-// one at a time; at least one, at most burstChunk.
-func chunkOf(room, byteRoom int) int {
-	return max(1, min(burstChunk, room, byteRoom/maxNotificationSize))
-}
-
-const (
-	// burstChunk bounds a chunk: pgx's buffer grows to it, by doubling.
-	burstChunk = 64
-	// maxNotificationSize is sizeOfOne of the largest notification
-	// PostgreSQL sends: a payload under 8000 bytes, a channel name under
-	// NAMEDATALEN (64).
-	maxNotificationSize = notificationOverhead + 8000 + 64
-)
 
 // serve performs one request and reports whether the member is still live.
 func (mb *member) serve(r *request) bool {
@@ -326,7 +227,7 @@ func (mb *member) serve(r *request) bool {
 // after it pgx's buffer holds all of them; they are published before a
 // death is.
 func (mb *member) roundTrip(health bool) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), mb.m.cfg.roundTripTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), mb.cfg.roundTripTimeout())
 	err := mb.conn.PgConn().Ping(ctx)
 	cancel()
 	mb.publishBuffered()
@@ -350,7 +251,7 @@ func (mb *member) roundTrip(health bool) bool {
 // error Do reports; if the ROLLBACK fails the connection is closed, and the
 // member dies of that error.
 func (mb *member) rollback(s byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), mb.m.cfg.roundTripTimeout())
+	ctx, cancel := context.WithTimeout(context.Background(), mb.cfg.roundTripTimeout())
 	defer cancel()
 	if _, err := mb.conn.PgConn().Exec(ctx, "ROLLBACK").ReadAll(); err != nil {
 		mb.closeConn()

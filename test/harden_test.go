@@ -148,6 +148,7 @@ func TestCloseInsideDoReturns(t *testing.T) {
 		assert.NoError(t, err)
 	})
 	assert.NoError(t, closeErr)
+	assert.True(t, c.IsClosed(), "the lent member is closed before Do returns")
 	waitBackendGone(t, c.PgConn().PID(), "the lent connection to be closed")
 	_, err := m.Next(ctx)
 	assert.ErrorIs(t, err, pgnotify.ErrClosed)
@@ -168,7 +169,9 @@ func TestCloseDoesNotWaitForDoOrStuckDial(t *testing.T) {
 		go func() { queued <- m.Do(ctx, c, func(*pgx.Conn) error { return nil }) }()
 		short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		within(t, 10*time.Second, "Close while a Do function runs", func() { _ = m.Close(short) })
+		var err error
+		within(t, 10*time.Second, "Close while a Do function runs", func() { err = m.Close(short) })
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "the lent member is not closed yet")
 		assert.ErrorIs(t, <-queued, pgnotify.ErrClosed, "a Do queued behind the lent one")
 		assert.True(t, backendAlive(t, c.PgConn().PID()), "the function still has the connection")
 		close(release)

@@ -191,7 +191,9 @@ func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) 
 		return nil, fmt.Errorf("new connection is in a transaction (status %q)", s)
 	}
 	// LISTEN fails on a hot standby ("cannot execute LISTEN during
-	// recovery"), which surfaces here as the server's error.
+	// recovery"): an error matching ErrStandby, here or in hearsItself
+	// when there are no channels, so a reconnect that lands on a standby
+	// is a failed attempt, never a member that cannot hear.
 	if err := Listen(ctx, conn, channels...); err != nil {
 		return nil, err
 	}
@@ -237,7 +239,7 @@ func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
 		}
 	}
 	if _, err := conn.PgConn().Exec(ctx, "LISTEN "+q+"; NOTIFY "+q).ReadAll(); err != nil {
-		return nil, fmt.Errorf("pgnotify: notify itself: %w", err)
+		return nil, fmt.Errorf("pgnotify: notify itself: %w", asStandby(err))
 	}
 	take()
 	if err := Unlisten(ctx, conn, probe); err != nil {

@@ -40,7 +40,7 @@ func (mb *member) healthCheck() bool {
 	}
 	mb.publishBuffered()
 	if err == nil && !mb.conn.IsClosed() {
-		mb.m.sampleQueue(usage, mb)
+		mb.m.sampleQueue(usage, func() []any { return connAttrs(mb.conn, "pid") })
 		return true
 	}
 	if err == nil {
@@ -102,8 +102,9 @@ func (mb *member) notListening(ctx context.Context, tracked map[string]struct{})
 
 // sampleQueue records a health check's reading of the server's
 // notification queue, and warns a logger when it reaches queueWarnAt: once
-// per rise, again only after it fell below queueRearm.
-func (m *Manager) sampleQueue(usage float64, mb *member) {
+// per rise, again only after it fell below queueRearm. who names the
+// connection that read it, for the log.
+func (m *Manager) sampleQueue(usage float64, who func() []any) {
 	m.stats.queueUsage.Store(math.Float64bits(usage))
 	switch {
 	case usage >= queueWarnAt:
@@ -111,7 +112,7 @@ func (m *Manager) sampleQueue(usage float64, mb *member) {
 			if l := m.cfg.logger; l != nil {
 				l.Warn("pgnotify: the server's notification queue is filling: NOTIFY fails once it is full; "+
 					"find the listening sessions that hold it back (a long transaction, a stalled listener)",
-					append(connAttrs(mb.conn, "pid"), "usage", usage)...)
+					append(who(), "usage", usage)...)
 			}
 		}
 	case usage < queueRearm:

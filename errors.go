@@ -185,14 +185,19 @@ func (e *noSessionError) Unwrap() error { return ErrNoSession }
 // ErrStandby and unwraps to the server's error when there was one (LISTEN's
 // SQLSTATE 25006), so the *pgconn.PgError stays reachable.
 type standbyError struct {
-	err error // the server's error, or nil when pg_is_in_recovery() said so
+	op  string // "listen", or "" when the caller names the operation
+	err error  // the server's error, or nil when pg_is_in_recovery() said so
 }
 
 func (e *standbyError) Error() string {
-	if e.err == nil {
-		return ErrStandby.Error()
+	msg := ErrStandby.Error()
+	if e.op != "" {
+		msg = "pgnotify: " + e.op + ": " + strings.TrimPrefix(msg, "pgnotify: ")
 	}
-	return ErrStandby.Error() + ": " + e.err.Error()
+	if e.err != nil {
+		msg += ": " + e.err.Error()
+	}
+	return msg
 }
 
 func (e *standbyError) Unwrap() error { return e.err }

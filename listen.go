@@ -151,7 +151,10 @@ func listenCommand(ctx context.Context, conn *pgx.Conn, command string, channels
 	// all-or-nothing in a single round trip.
 	results, err := conn.PgConn().Exec(ctx, sql.String()).ReadAll()
 	if err != nil {
-		return fmt.Errorf("pgnotify: %s: %w", strings.ToLower(command), asStandby(err))
+		if err := asStandby(strings.ToLower(command), err); errors.Is(err, ErrStandby) {
+			return err
+		}
+		return fmt.Errorf("pgnotify: %s: %w", strings.ToLower(command), err)
 	}
 	if !listen || conn.PgConn().TxStatus() != 'I' {
 		// Inside the caller's transaction the LISTENs take effect only

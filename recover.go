@@ -239,7 +239,10 @@ func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
 		}
 	}
 	if _, err := conn.PgConn().Exec(ctx, "LISTEN "+q+"; NOTIFY "+q).ReadAll(); err != nil {
-		return nil, fmt.Errorf("pgnotify: notify itself: %w", asStandby(err))
+		if err := asStandby("", err); errors.Is(err, ErrStandby) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("pgnotify: notify itself: %w", err)
 	}
 	take()
 	if err := Unlisten(ctx, conn, probe); err != nil {

@@ -19,12 +19,12 @@ import (
 // execute LISTEN during recovery").
 const sqlStateReadOnly = "25006"
 
-// asStandby wraps err as a standbyError when the server refused a LISTEN
-// because it is a standby; it returns err unchanged otherwise.
-func asStandby(err error) error {
+// asStandby wraps err as a standbyError of op when the server refused a
+// LISTEN because it is a standby; it returns err unchanged otherwise.
+func asStandby(op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == sqlStateReadOnly {
-		return &standbyError{err: err}
+		return &standbyError{op: op, err: err}
 	}
 	return err
 }

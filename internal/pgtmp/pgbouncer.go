@@ -280,13 +280,19 @@ func bouncerQuote(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
+// bouncerSbin is where Debian puts pgbouncer, off a user's PATH; a test
+// seam, like searchPATH.
+var bouncerSbin = "/usr/sbin/pgbouncer"
+
 // findPgBouncer looks for pgbouncer on PATH, then where Debian puts it.
 func findPgBouncer() (string, error) {
-	if p, err := exec.LookPath("pgbouncer"); err == nil {
-		return p, nil
+	if searchPATH {
+		if p, err := exec.LookPath("pgbouncer"); err == nil {
+			return p, nil
+		}
 	}
-	if p := "/usr/sbin/pgbouncer"; isExecutable(p) {
-		return p, nil
+	if isExecutable(bouncerSbin) {
+		return bouncerSbin, nil
 	}
 	return "", errors.New("pgtmp: " + missingPgBouncer)
 }

@@ -70,15 +70,46 @@
 //
 // A request on a member that died returns an error matching [ErrDead] that
 // unwraps to the cause. [Manager.Stats] counts what happened (deaths by
-// cause, recoveries, failed reconnect attempts, health pings) and reports
-// the pending depth.
+// cause, recoveries, failed reconnect attempts, health checks) and reports
+// the pending depth and the server's queue usage.
 //
 // # Health
 //
 // A waiter only reads, and a half-open TCP connection never fails a read.
-// So a member that received nothing for a while is pinged
+// So a member that received nothing for a while is checked
 // ([WithHealthCheck]; on by default, every 30s with a 10s timeout), and a
-// failed or slow ping means Dead.
+// failed or slow check means Dead. The check is one round trip, as a ping
+// would be, that also confirms that the session still listens on every
+// channel the manager tracks for it (pg_listening_channels()): a session
+// whose LISTEN state vanished (UNLISTEN * or DISCARD ALL inside a Do, a
+// pooler that moved it) dies with [ErrNotListening], and recovery LISTENs
+// again. It also samples the server's notification queue
+// ([Stats].QueueUsage); at 50 % a logger gets a warning, once per rise.
+//
+// # Poolers, standbys and failover
+//
+// LISTEN needs a session that lasts. Behind a transaction- or
+// statement-mode pooler (PgBouncer, Supavisor, RDS Proxy) each transaction
+// may run on another server connection, so [Listen], [Manager.Listen] and
+// [Manager.Add] of a listening connection fail with [ErrNoSession] when the
+// LISTEN did not persist into the next transaction: connect directly or
+// through a session-mode pool. What cannot be detected: a pooler that hands
+// the next transaction to the same server connection (a pool of one server
+// connection, or a quiet pool that reuses the last one) looks like a
+// session until it moves the session; the next health check then finds it
+// deaf ([ErrNotListening]), between checks it hears nothing. A pooler that
+// passes the server's own process ID to the client looks like a direct
+// connection and is not checked at all (PgBouncer does not).
+//
+// A hot standby cannot LISTEN (SQLSTATE 25006): [Listen], [Manager.Listen]
+// and [Manager.Add] of any connection to a standby fail with [ErrStandby].
+// A reconnect that lands on a standby is a failed attempt, retried with
+// backoff, logged and counted, never a member that cannot hear. [Redial]
+// keeps every host of the dead connection's config, its fallbacks and
+// target_session_attrs, so with a multi-host connection string and
+// target_session_attrs=read-write a Manager follows a promoted standby:
+// [Dead], failed attempts while no primary is up, then [Recovered] on the
+// new primary.
 //
 // # Backpressure
 //

@@ -44,6 +44,32 @@ var (
 	// under it. The same error unwraps to the cause, so the server's
 	// *pgconn.PgError stays reachable with [errors.As].
 	ErrDead = errors.New("pgnotify: connection dead")
+
+	// ErrNotListening is the cause of death of a member whose session no
+	// longer listens on a channel the Manager tracks for it, found by a
+	// health check: an UNLISTEN * or a DISCARD ALL run inside a Do, or a
+	// pooler that moved the session to another server connection. Its
+	// Stats.DeathsByCause class is "not_listening"; recovery (Recover or
+	// WithReconnect) LISTENs again on a new connection.
+	ErrNotListening = errors.New("pgnotify: session no longer listens on its channels")
+
+	// ErrNoSession is returned by Listen, Manager.Listen and Manager.Add
+	// when a LISTEN did not persist into the next transaction: the
+	// connection goes through a transaction- or statement-mode pooler
+	// (PgBouncer, Supavisor, RDS Proxy), which hands each transaction to
+	// any server connection, so the session would never hear a
+	// notification. Connect directly to PostgreSQL or through a
+	// session-mode pool.
+	ErrNoSession = errors.New("pgnotify: LISTEN did not persist into the next transaction (a transaction-mode pooler?): " +
+		"connect directly to PostgreSQL or through a session-mode pool")
+
+	// ErrStandby is returned by Listen, Manager.Listen and Manager.Add for a
+	// connection to a hot standby, where LISTEN fails (SQLSTATE 25006) and
+	// no notification is ever delivered. Connect to the primary: with
+	// several hosts, add target_session_attrs=read-write to the connection
+	// string. A reconnect that lands on a standby is a failed attempt.
+	ErrStandby = errors.New("pgnotify: connected to a hot standby, which cannot LISTEN: connect to the primary " +
+		"(with several hosts, add target_session_attrs=read-write to the connection string)")
 )
 
 // Errors with no sentinel: a program has nothing to do about them but fix
@@ -123,6 +149,69 @@ func (e *deadError) Unwrap() error { return e.cause }
 
 // Is makes a deadError match ErrDead as well as its cause.
 func (e *deadError) Is(target error) bool { return target == ErrDead }
+
+// notListeningError is a health check's finding that the session lost
+// channels the Manager tracks. It matches ErrNotListening.
+type notListeningError struct {
+	missing []string // sorted, at most a few named
+	of      int      // channels tracked
+}
+
+func (e *notListeningError) Error() string {
+	names := make([]string, min(len(e.missing), 3))
+	for i, c := range e.missing[:len(names)] {
+		names[i] = strconv.Quote(truncate(c, 80))
+	}
+	more := ""
+	if len(e.missing) > len(names) {
+		more = fmt.Sprintf(" and %d more", len(e.missing)-len(names))
+	}
+	return fmt.Sprintf("pgnotify: session no longer listens on %d of its %d channels (%s%s): "+
+		"UNLISTEN or DISCARD ALL inside Do (use Manager.Unlisten), or a pooler that moved the session",
+		len(e.missing), e.of, strings.Join(names, ", "), more)
+}
+
+func (e *notListeningError) Is(target error) bool { return target == ErrNotListening }
+
+// noSessionError says what showed that the session did not persist. It
+// matches ErrNoSession.
+type noSessionError struct {
+	op     string // "listen", or "" when the caller names the operation
+	detail string
+}
+
+func (e *noSessionError) Error() string {
+	op := ""
+	if e.op != "" {
+		op = e.op + ": "
+	}
+	return "pgnotify: " + op + strings.TrimPrefix(ErrNoSession.Error(), "pgnotify: ") + " (" + e.detail + ")"
+}
+
+func (e *noSessionError) Unwrap() error { return ErrNoSession }
+
+// standbyError is a connection found on a hot standby. It matches
+// ErrStandby and unwraps to the server's error when there was one (LISTEN's
+// SQLSTATE 25006), so the *pgconn.PgError stays reachable.
+type standbyError struct {
+	op  string // "listen", or "" when the caller names the operation
+	err error  // the server's error, or nil when pg_is_in_recovery() said so
+}
+
+func (e *standbyError) Error() string {
+	msg := ErrStandby.Error()
+	if e.op != "" {
+		msg = "pgnotify: " + e.op + ": " + strings.TrimPrefix(msg, "pgnotify: ")
+	}
+	if e.err != nil {
+		msg += ": " + e.err.Error()
+	}
+	return msg
+}
+
+func (e *standbyError) Unwrap() error { return e.err }
+
+func (e *standbyError) Is(target error) bool { return target == ErrStandby }
 
 // truncate shortens s for an error message without splitting a UTF-8
 // sequence's worth of meaning; names are short, so this rarely triggers.

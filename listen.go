@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -78,6 +80,18 @@ func quoteIdent(name string) string {
 // listens on all of channels or, on error, on none of them. Inside an open
 // transaction on conn, the LISTENs take effect when it commits.
 //
+// On a hot standby Listen fails with an error matching [ErrStandby]. When
+// the LISTENs did not persist into the next transaction, it fails with one
+// matching [ErrNoSession]: the connection goes through a transaction- or
+// statement-mode pooler. That check costs a second round trip
+// (pg_listening_channels() in a transaction of its own) only on a
+// connection whose server process is not the one pgx connected to, which
+// is what a pooler looks like; it is skipped inside the caller's
+// transaction. A pooler that hands the next transaction to the same server
+// connection, as a pool of one server connection always does, cannot be
+// told from a session pool until it moves the session: a Manager's health
+// check then finds the session deaf ([ErrNotListening]).
+//
 // Listen uses conn as pgx always does: the caller must not use conn from
 // another goroutine meanwhile, and cancelling ctx while the query is on the
 // wire closes conn. For a connection owned by a [Manager], use
@@ -126,13 +140,36 @@ func listenCommand(ctx context.Context, conn *pgx.Conn, command string, channels
 		sql.WriteByte(' ')
 		sql.WriteString(quoteIdent(name))
 	}
+	listen := command == "LISTEN"
+	if listen {
+		// Which server process ran the LISTENs: behind a pooler it is not
+		// the one pgx was given, and the next transaction must find them.
+		sql.WriteString("; SELECT pg_backend_pid()")
+	}
 	// A simple-protocol query with several statements runs in one implicit
 	// transaction (unless conn is already in one), which makes the call
 	// all-or-nothing in a single round trip.
-	if _, err := conn.PgConn().Exec(ctx, sql.String()).ReadAll(); err != nil {
+	results, err := conn.PgConn().Exec(ctx, sql.String()).ReadAll()
+	if err != nil {
+		if err := asStandby(strings.ToLower(command), err); errors.Is(err, ErrStandby) {
+			return err
+		}
 		return fmt.Errorf("pgnotify: %s: %w", strings.ToLower(command), err)
 	}
-	return nil
+	if !listen || conn.PgConn().TxStatus() != 'I' {
+		// Inside the caller's transaction the LISTENs take effect only
+		// when it commits: nothing to check yet.
+		return nil
+	}
+	last := results[len(results)-1]
+	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
+		return errors.New("pgnotify: listen: unexpected reply to pg_backend_pid()")
+	}
+	pid, err := strconv.ParseUint(string(last.Rows[0][0]), 10, 32)
+	if err != nil {
+		return fmt.Errorf("pgnotify: listen: pg_backend_pid(): %w", err)
+	}
+	return checkListened(ctx, conn, uint32(pid), slices.Collect(maps.Keys(seen)))
 }
 
 // UnlistenAll makes conn's session stop listening on every channel

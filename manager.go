@@ -91,7 +91,13 @@ func (m *Manager) Timeout() time.Duration { return time.Duration(m.timeout.Load(
 // duplicate connection ([ErrAlreadyAdded]), or one inside a transaction
 // (it could never receive a notification), fails the call and adds none.
 //
-// Add learns each connection's channels with one round trip and keeps any
+// A connection to a hot standby fails with an error matching [ErrStandby]
+// (it could never hear a notification), and a listening one whose LISTEN
+// state does not persist from one transaction to the next (a
+// transaction-mode pooler) with one matching [ErrNoSession].
+//
+// Add learns each connection's channels with one round trip (two behind a
+// pooler, see [ErrNoSession]) and keeps any
 // notifications pgx had already buffered on it, so none is lost. If ctx
 // ends while those round trips are on the wire they are let finish (within
 // the health-check timeout) rather than cancelled, since pgx closes a
@@ -136,7 +142,7 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.roundTripTimeout())
 	defer cancel()
 	err := fanOut(len(conns), func(i int) error {
-		chs, err := ListeningChannels(qctx, conns[i])
+		chs, err := checkAdd(qctx, conns[i])
 		if err != nil {
 			return &connError{"add", nth(i), err}
 		}

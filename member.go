@@ -81,6 +81,9 @@ type owner interface {
 	// member was removed (and may still owe notifications), else it died
 	// of cause.
 	waiterDone(mb *member, cause error)
+	// sampleQueue is told the server's notification queue usage a health
+	// check read; who names the connection, for a log line.
+	sampleQueue(usage float64, who func() []any)
 }
 
 // member is one managed connection and its waiter.

@@ -92,9 +92,12 @@ func WithReconnect(dial DialFunc, min, max time.Duration) Option {
 	}
 }
 
-// WithHealthCheck pings a member that has received nothing for every (at
+// WithHealthCheck checks a member that has received nothing for every (at
 // least every, at most twice every), so that a half-open TCP connection, which
-// a reader alone would wait on forever, is found. A ping that fails or takes
+// a reader alone would wait on forever, is found. The check is one round
+// trip that also confirms the session still listens on its tracked channels
+// (else it dies with [ErrNotListening]) and samples the server's
+// notification queue ([Stats].QueueUsage). A check that fails or takes
 // longer than timeout means the connection is dead. The default is every
 // 30s with a 10s timeout; every <= 0 turns health checks off. A timeout <= 0
 // keeps the default timeout. The timeout also bounds the round trips of a

@@ -29,10 +29,15 @@ import (
 type DialFunc func(ctx context.Context, dead Garbage) (*pgx.Conn, error)
 
 // Redial is a [DialFunc] that connects to the server dead.Conn was
-// connected to, with a copy of dead.Conn's config (host, port, database,
-// user, TLS, runtime parameters and callbacks) whose OnNotification is
-// reset, so the new connection buffers its own notifications as pgx does
-// by default. Use it with [WithReconnect] or [Manager.Recover].
+// connected to, with a copy of dead.Conn's config (every host and port of
+// a multi-host connection string with its fallbacks, database, user, TLS,
+// runtime parameters, and callbacks such as target_session_attrs' check)
+// whose OnNotification is reset, so the new connection buffers its own
+// notifications as pgx does by default. With several hosts it tries them
+// in order, as pgx's connect does: with target_session_attrs=read-write it
+// follows a promoted standby; without it, a dial that lands on a standby
+// is a failed attempt ([ErrStandby]). Use it with [WithReconnect] or
+// [Manager.Recover].
 func Redial(ctx context.Context, dead Garbage) (*pgx.Conn, error) {
 	if dead.Conn == nil {
 		return nil, errors.New("pgnotify: Redial: the garbage entry has no connection")
@@ -243,7 +248,9 @@ func prepareReplacement(ctx context.Context, conn *pgx.Conn, channels []string) 
 		return nil, fmt.Errorf("new connection is in a transaction (status %q)", s)
 	}
 	// LISTEN fails on a hot standby ("cannot execute LISTEN during
-	// recovery"), which surfaces here as the server's error.
+	// recovery"): an error matching ErrStandby, here or in hearsItself
+	// when there are no channels, so a reconnect that lands on a standby
+	// is a failed attempt, never a member that cannot hear.
 	if err := Listen(ctx, conn, channels...); err != nil {
 		return nil, err
 	}
@@ -289,6 +296,9 @@ func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
 		}
 	}
 	if _, err := conn.PgConn().Exec(ctx, "LISTEN "+q+"; NOTIFY "+q).ReadAll(); err != nil {
+		if err := asStandby("", err); errors.Is(err, ErrStandby) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("pgnotify: notify itself: %w", err)
 	}
 	take()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"sync/atomic"
 
@@ -32,12 +33,19 @@ type Stats struct {
 	Recoveries        uint64 // Recovered events queued
 	ReconnectAttempts uint64 // dials made by Recover and WithReconnect
 	ReconnectFailures uint64 // of those, the ones that failed
-	HealthChecks      uint64 // pings of quiet members
-	Members           int    // live members
-	Garbage           int    // dead connections held
-	Recovering        int    // dead connections being replaced
-	Pending           int    // notifications received and not yet yielded
-	PendingBytes      int    // their size, as WithMaxPendingBytes counts it
+	HealthChecks      uint64 // health checks of quiet members
+	// QueueUsage is the fraction of the server's notification queue in
+	// use (pg_notification_queue_usage(), 0 to 1), as the latest health
+	// check read it: 0 until one has run, and with members on several
+	// servers, the one last checked. NOTIFY fails once the queue is full;
+	// it fills when a listening session does not read (a long
+	// transaction, a stalled listener). A logger gets a warning at 0.5.
+	QueueUsage   float64
+	Members      int // live members
+	Garbage      int // dead connections held
+	Recovering   int // dead connections being replaced
+	Pending      int // notifications received and not yet yielded
+	PendingBytes int // their size, as WithMaxPendingBytes counts it
 	// PendingPeak and PendingBytesPeak are the most one member has held at
 	// once since NewManager. Above the bounds, they show what round trips
 	// pulled in (see WithMaxPendingBytes).
@@ -50,6 +58,8 @@ type counters struct {
 	notifications, batches, idle   atomic.Uint64
 	recoveries, attempts, failures atomic.Uint64
 	pings                          atomic.Uint64
+	queueUsage                     atomic.Uint64 // math.Float64bits of the latest sample
+	queueHigh                      atomic.Bool   // a queue warning was logged and not re-armed
 	peakPending, peakBytes         atomic.Int64
 }
 
@@ -79,6 +89,7 @@ func (m *Manager) Stats() Stats {
 		ReconnectAttempts: m.stats.attempts.Load(),
 		ReconnectFailures: m.stats.failures.Load(),
 		HealthChecks:      m.stats.pings.Load(),
+		QueueUsage:        math.Float64frombits(m.stats.queueUsage.Load()),
 		PendingPeak:       int(m.stats.peakPending.Load()),
 		PendingBytesPeak:  int(m.stats.peakBytes.Load()),
 		DeathsByCause:     map[string]uint64{},
@@ -116,6 +127,8 @@ func causeClass(err error) string {
 	var pgErr *pgconn.PgError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, ErrNotListening):
+		return "not_listening"
 	case errors.As(err, &pgErr):
 		return pgErr.Code
 	case errors.Is(err, errClosedInDo):

@@ -61,7 +61,7 @@ func (mb *member) run() {
 		case stepPing:
 			mb.stats.pings.Add(1)
 			wt.setDeadline(time.Time{})
-			if !mb.roundTrip(true) {
+			if !mb.healthCheck() {
 				return
 			}
 			wt.quiet()
@@ -199,7 +199,7 @@ func (mb *member) serve(r *request) bool {
 		return true // withdrawn: its caller stopped waiting
 	}
 	if r.kind == reqRoundTrip {
-		live := mb.roundTrip(false)
+		live := mb.roundTrip()
 		r.done <- nil
 		return live
 	}
@@ -220,13 +220,13 @@ func (mb *member) serve(r *request) bool {
 	return live
 }
 
-// roundTrip pings the server on a fresh context with its own timeout and
-// reports whether the connection survived; health says the ping is a health
-// check, which a failure's cause records. The server sends every
+// roundTrip pings the server on a fresh context with its own timeout (for
+// a drain pass; a health check is healthCheck) and reports whether the
+// connection survived. The server sends every
 // notification committed before the ping ahead of its ReadyForQuery, so
 // after it pgx's buffer holds all of them; they are published before a
 // death is.
-func (mb *member) roundTrip(health bool) bool {
+func (mb *member) roundTrip() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), mb.cfg.roundTripTimeout())
 	err := mb.conn.PgConn().Ping(ctx)
 	cancel()
@@ -236,9 +236,6 @@ func (mb *member) roundTrip(health bool) bool {
 	}
 	if err == nil {
 		err = errors.New("pgnotify: connection closed during ping")
-	}
-	if health {
-		err = fmt.Errorf("%w: %w", errHealth, err)
 	}
 	mb.closeConn()
 	mb.exit(err, nil)

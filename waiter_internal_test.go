@@ -30,6 +30,8 @@ func (o *testOwner) offerLoan(*loan) bool { return false }
 
 func (o *testOwner) waiterDone(_ *member, cause error) { o.done <- cause }
 
+func (o *testOwner) sampleQueue(float64, func() []any) {}
+
 // TestWaiterUnderTestOwner: a member's waiter reads, publishes and stops
 // through its owner's hooks alone, with no Manager around it.
 func TestWaiterUnderTestOwner(t *testing.T) {

@@ -288,6 +288,27 @@ func (c *fakeConn) answer(sql string) []byte {
 				b = appendMsg(b, &pgproto3.DataRow{Values: [][]byte{[]byte(r)}})
 			}
 			b = appendMsg(b, &pgproto3.CommandComplete{CommandTag: []byte("SELECT " + strconv.Itoa(len(rows)))})
+		case strings.HasPrefix(up, "SELECT PG_"):
+			// pgnotify's session and health queries: SELECT pg_backend_pid(),
+			// pg_is_in_recovery(), pg_notification_queue_usage(), one row.
+			var fields []pgproto3.FieldDescription
+			var values [][]byte
+			for _, expr := range strings.Split(stmt[len("SELECT "):], ",") {
+				expr = strings.TrimSpace(expr)
+				v := "0"
+				switch expr {
+				case "pg_backend_pid()":
+					v = strconv.FormatUint(uint64(c.pid), 10)
+				case "pg_is_in_recovery()":
+					v = "f"
+				}
+				fields = append(fields, pgproto3.FieldDescription{Name: []byte(strings.TrimSuffix(expr, "()")),
+					DataTypeOID: 25, DataTypeSize: -1, TypeModifier: -1})
+				values = append(values, []byte(v))
+			}
+			b = appendMsg(b, &pgproto3.RowDescription{Fields: fields})
+			b = appendMsg(b, &pgproto3.DataRow{Values: values})
+			b = appendMsg(b, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
 		default:
 			b = appendMsg(b, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000",
 				Message: "the bench fake server does not run: " + stmt})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -231,9 +232,10 @@ func TestHealthPingResponseNotificationsDelivered(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close() })
 	c, sess := fakeMember(t, srv)
-	// The server slips a notification in ahead of each ping's answer.
+	// The server slips a notification in ahead of each health check's
+	// answer.
 	sess.OnQuery(func(sql string) bool {
-		if sql == "-- ping" {
+		if strings.Contains(sql, "pg_notification_queue_usage()") {
 			assert.NoError(t, sess.Send(&pgproto3.NotificationResponse{PID: 7, Channel: "f", Payload: "inside ping"}))
 		}
 		return false

@@ -123,6 +123,7 @@ type Cluster struct {
 	cred *syscall.Credential // nil: the server runs as this process's user
 	dir  string              // temp dir: owner file, log, socket, data dir
 	port int
+	cfg  config // what Start was given; a replica is configured alike
 
 	mu      sync.Mutex // serialises Restart and Stop; guards the fields below
 	stopped bool
@@ -154,7 +155,7 @@ func Start(ctx context.Context, opts ...Option) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgtmp: %w", err)
 	}
-	c := &Cluster{bins: bins, cred: cred, dir: dir}
+	c := &Cluster{bins: bins, cred: cred, dir: dir, cfg: cfg}
 	ok := false
 	defer func() {
 		if !ok {
@@ -402,9 +403,12 @@ func (c *Cluster) logSince(offset int64, s string) bool {
 }
 
 // logTail returns the last lines of the server log, for errors.
-func (c *Cluster) logTail() string {
+func (c *Cluster) logTail() string { return c.logTailOf(logFile) }
+
+// logTailOf returns the last lines of the log file name in c's dir.
+func (c *Cluster) logTailOf(name string) string {
 	const maxBytes = 4 << 10
-	b, err := os.ReadFile(filepath.Join(c.dir, logFile))
+	b, err := os.ReadFile(filepath.Join(c.dir, name))
 	if err != nil {
 		return fmt.Sprintf("(no server log: %v)", err)
 	}

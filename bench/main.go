@@ -117,6 +117,7 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
 	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
+	flag.StringVar(&drainProfile, "drainprofile", "", "userbacklog: write a CPU profile of each drain alone to `prefix`-IMPL-CHANNEL.prof")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|userbacklog|userclient|all|chart|goals ...\n\nflags:\n")

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -160,14 +161,52 @@ func userBacklogTrial(ctx context.Context, connString string, prods []*pgx.Conn,
 	// socket takes and waits.
 	time.Sleep(time.Second)
 	runtime.GC()
+	b0 := batchesOf(sess)
+	stopProfile := profileDrain(channel, im.key)
 	m := startMeter()
 	close(resume)
 	err = <-done
 	s := m.stop(n)
+	stopProfile()
 	if err == nil && bytes != n*payloadLen {
 		err = fmt.Errorf("received %d payload bytes, want %d", bytes, n*payloadLen)
 	}
+	if b := batchesOf(sess) - b0; b > 0 {
+		logf("userbacklog: %s: %d batches, %.0f notifications a batch", im.name, b, float64(n)/float64(b))
+	}
 	return s, err
+}
+
+// drainProfile is -drainprofile: a CPU profile of each userbacklog drain
+// (from the resume to the last notification) goes to PREFIX-KEY-CHANNEL.prof.
+var drainProfile string
+
+// profileDrain starts a drain's CPU profile, if asked, and returns what
+// stops it.
+func profileDrain(channel, key string) func() {
+	if drainProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s-%s-%s.prof", drainProfile, key, channel))
+	if err != nil {
+		logf("drain profile: %v", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		logf("drain profile: %v (not with -cpuprofile)", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// batchesOf returns the Batch events a Manager session yielded so far,
+// and 0 for the other sessions.
+func batchesOf(s session) uint64 {
+	if ms, ok := s.(*managerSession); ok {
+		return ms.m.Stats().Batches
+	}
+	return 0
 }
 
 // runUserClient is the client scenario with the consumer's ctx from

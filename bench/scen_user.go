@@ -77,8 +77,8 @@ func runUserBacklog(ctx context.Context, cfg config, res *result) error {
 			}
 			samples[i] = append(samples[i], s)
 			if cfg.verbose {
-				logf("userbacklog rep %d %-36s %s  %5.0f ns  %.2f allocs  %.0f B  %d GCs", rep, im.name,
-					fmtMps(s.rate()), s.cpuPer(), s.allocsPer(), s.bytesPer(), s.gcs)
+				logf("userbacklog rep %d %-36s %s  %5.0f ns  %.2f allocs  %.0f B  %d GCs  %d csw", rep, im.name,
+					fmtMps(s.rate()), s.cpuPer(), s.allocsPer(), s.bytesPer(), s.gcs, s.csw)
 			}
 		}
 		logf("userbacklog: repetition %d of %d done", rep+1, cfg.reps)
@@ -236,8 +236,8 @@ func runUserClient(ctx context.Context, cfg config, res *result) error {
 			}
 			samples[i] = append(samples[i], s)
 			if cfg.verbose {
-				logf("userclient rep %d %-36s %s  %5.0f ns  %.2f allocs  %.0f B  %d GCs", rep, im.name,
-					fmtMps(s.rate()), s.cpuPer(), s.allocsPer(), s.bytesPer(), s.gcs)
+				logf("userclient rep %d %-36s %s  %5.0f ns  %.2f allocs  %.0f B  %d GCs  %d csw", rep, im.name,
+					fmtMps(s.rate()), s.cpuPer(), s.allocsPer(), s.bytesPer(), s.gcs, s.csw)
 			}
 		}
 		logf("userclient: repetition %d of %d done", rep+1, cfg.reps)

@@ -16,16 +16,25 @@ import (
 type meter struct {
 	wall time.Time
 	cpu  time.Duration // user + system, this process only
+	csw  int64         // voluntary context switches
 	mem  memCounts
 }
 
 // cpuTime returns this process's user + system CPU time.
 func cpuTime() time.Duration {
+	t, _ := cpuAndSwitches()
+	return t
+}
+
+// cpuAndSwitches returns this process's user + system CPU time and its
+// voluntary context switches (a thread going to sleep: futex, epoll), which
+// show how often its goroutines wait for each other across threads.
+func cpuAndSwitches() (time.Duration, int64) {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw
 }
 
 // memCounts are the heap's cumulative counters: allocations, bytes
@@ -44,7 +53,8 @@ func memNow() memCounts {
 }
 
 func startMeter() meter {
-	return meter{wall: time.Now(), cpu: cpuTime(), mem: memNow()}
+	cpu, csw := cpuAndSwitches()
+	return meter{wall: time.Now(), cpu: cpu, csw: csw, mem: memNow()}
 }
 
 // sample is what one timed run of n notifications cost.
@@ -55,14 +65,15 @@ type sample struct {
 	mallocs uint64
 	bytes   uint64 // heap bytes allocated
 	gcs     uint32 // GC cycles completed
+	csw     int64  // voluntary context switches
 }
 
 func (m meter) stop(n int) sample {
 	wall := time.Since(m.wall)
-	cpu := cpuTime() - m.cpu
+	cpu, csw := cpuAndSwitches()
 	mem := memNow()
-	return sample{n: n, wall: wall, cpu: cpu, mallocs: mem.mallocs - m.mem.mallocs,
-		bytes: mem.bytes - m.mem.bytes, gcs: mem.gcs - m.mem.gcs}
+	return sample{n: n, wall: wall, cpu: cpu - m.cpu, mallocs: mem.mallocs - m.mem.mallocs,
+		bytes: mem.bytes - m.mem.bytes, gcs: mem.gcs - m.mem.gcs, csw: csw - m.csw}
 }
 
 // rate returns notifications per second.

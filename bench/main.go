@@ -25,6 +25,12 @@
 //	durable  package durable against NOTIFY on one real server (wal_level =
 //	         logical): one-in-flight latency, throughput at 1 and 100
 //	         messages per transaction, replay of a 200 k backlog, client CPU
+//	userbacklog  the backlog the way a user runs it (issue 20): consumer
+//	         paused inside its first notification on a signal.NotifyContext
+//	         ctx, 100 per transaction from two producers, timed from the
+//	         resume; Manager and lib/pq, median of same-repetition ratios
+//	userclient   the client scenario on a signal.NotifyContext ctx, Manager
+//	         and lib/pq, median of same-repetition ratios
 //	all      every scenario above, then chart and goals
 //	chart    write chart.svg from the saved client, backlog and latency results
 //	goals    print issues 4's, 8's and 9's goals against the saved results
@@ -111,15 +117,16 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "results", "directory for the JSON results and the chart")
 	flag.BoolVar(&cfg.verbose, "v", false, "print each trial")
 	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
+	flag.StringVar(&drainProfile, "drainprofile", "", "userbacklog: write a CPU profile of each drain alone to `prefix`-IMPL-CHANNEL.prof")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|all|chart|goals ...\n\nflags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|userbacklog|userclient|all|chart|goals ...\n\nflags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
 	if *list {
 		for _, im := range singleImpls {
-			fmt.Printf("client/backlog/latency: %-9s %s\n", im.key, im.name)
+			fmt.Printf("client/backlog/latency/user*: %-9s %s\n", im.key, im.name)
 		}
 		for _, im := range fanImpls {
 			fmt.Printf("fanin/idle:             %-9s %s\n", im.key, im.name)
@@ -136,7 +143,7 @@ func main() {
 		os.Exit(2)
 	}
 	if len(scenarios) == 1 && scenarios[0] == "all" {
-		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "bus", "durable", "chart", "goals"}
+		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "bus", "durable", "userbacklog", "userclient", "chart", "goals"}
 	}
 	// Taken once, at start: go run has just compiled the library, and a
 	// commit made while the scenarios run must not relabel them.
@@ -171,14 +178,16 @@ func fatal(err error) {
 
 // scenarioFuncs run one scenario each.
 var scenarioFuncs = map[string]func(context.Context, config, *result) error{
-	"client":  runClient,
-	"backlog": runBacklog,
-	"latency": runLatency,
-	"fanin":   runFanin,
-	"idle":    runIdle,
-	"drain":   runDrain,
-	"bus":     runBus,
-	"durable": runDurable,
+	"client":      runClient,
+	"backlog":     runBacklog,
+	"latency":     runLatency,
+	"fanin":       runFanin,
+	"idle":        runIdle,
+	"drain":       runDrain,
+	"bus":         runBus,
+	"durable":     runDurable,
+	"userbacklog": runUserBacklog,
+	"userclient":  runUserClient,
 }
 
 func run(ctx context.Context, cfg config, name string) error {

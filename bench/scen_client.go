@@ -42,7 +42,7 @@ func runClient(ctx context.Context, cfg config, res *result) error {
 			}
 			samples[i] = append(samples[i], s)
 			if cfg.verbose {
-				logf("client rep %d %-36s %s  %5.0f ns  %.2f allocs", rep, im.name, fmtMps(s.rate()), s.cpuPer(), s.allocsPer())
+				logf("client rep %d %-36s %s  %5.0f ns  %.2f allocs  %.0f B  %d GCs", rep, im.name, fmtMps(s.rate()), s.cpuPer(), s.allocsPer(), s.bytesPer(), s.gcs)
 			}
 		}
 		logf("client: repetition %d of %d done", rep+1, cfg.reps)

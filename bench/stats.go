@@ -14,30 +14,47 @@ import (
 
 // meter takes the client process's resource counters at two instants.
 type meter struct {
-	wall    time.Time
-	cpu     time.Duration // user + system, this process only
-	mallocs uint64
+	wall time.Time
+	cpu  time.Duration // user + system, this process only
+	csw  int64         // voluntary context switches
+	mem  memCounts
 }
 
 // cpuTime returns this process's user + system CPU time.
 func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	t, _ := cpuAndSwitches()
+	return t
 }
 
-// mallocs returns the number of heap allocations made so far.
-// ReadMemStats stops the world briefly; it is called outside timed loops.
-func mallocs() uint64 {
+// cpuAndSwitches returns this process's user + system CPU time and its
+// voluntary context switches (a thread going to sleep: futex, epoll), which
+// show how often its goroutines wait for each other across threads.
+func cpuAndSwitches() (time.Duration, int64) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw
+}
+
+// memCounts are the heap's cumulative counters: allocations, bytes
+// allocated and completed GC cycles.
+type memCounts struct {
+	mallocs, bytes uint64
+	gcs            uint32
+}
+
+// memNow reads memCounts. ReadMemStats stops the world briefly; it is
+// called outside timed loops.
+func memNow() memCounts {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.Mallocs
+	return memCounts{mallocs: ms.Mallocs, bytes: ms.TotalAlloc, gcs: ms.NumGC}
 }
 
 func startMeter() meter {
-	return meter{wall: time.Now(), cpu: cpuTime(), mallocs: mallocs()}
+	cpu, csw := cpuAndSwitches()
+	return meter{wall: time.Now(), cpu: cpu, csw: csw, mem: memNow()}
 }
 
 // sample is what one timed run of n notifications cost.
@@ -46,11 +63,17 @@ type sample struct {
 	wall    time.Duration
 	cpu     time.Duration
 	mallocs uint64
+	bytes   uint64 // heap bytes allocated
+	gcs     uint32 // GC cycles completed
+	csw     int64  // voluntary context switches
 }
 
 func (m meter) stop(n int) sample {
 	wall := time.Since(m.wall)
-	return sample{n: n, wall: wall, cpu: cpuTime() - m.cpu, mallocs: mallocs() - m.mallocs}
+	cpu, csw := cpuAndSwitches()
+	mem := memNow()
+	return sample{n: n, wall: wall, cpu: cpu - m.cpu, mallocs: mem.mallocs - m.mem.mallocs,
+		bytes: mem.bytes - m.mem.bytes, gcs: mem.gcs - m.mem.gcs, csw: csw - m.csw}
 }
 
 // rate returns notifications per second.
@@ -61,6 +84,9 @@ func (s sample) cpuPer() float64 { return float64(s.cpu.Nanoseconds()) / float64
 
 // allocsPer returns heap allocations per notification.
 func (s sample) allocsPer() float64 { return float64(s.mallocs) / float64(s.n) }
+
+// bytesPer returns heap bytes allocated per notification.
+func (s sample) bytesPer() float64 { return float64(s.bytes) / float64(s.n) }
 
 // summary is a value measured over several repetitions.
 type summary struct {
@@ -234,13 +260,17 @@ func waitQuiet(limit time.Duration) float64 {
 // throughput trials into m: receive rate, client CPU and allocations per
 // notification.
 func addRateMetrics(m map[string]summary, samples []sample) {
-	var rate, cpu, allocs []float64
+	var rate, cpu, allocs, bytes, gcs []float64
 	for _, s := range samples {
 		rate = append(rate, s.rate())
 		cpu = append(cpu, s.cpuPer())
 		allocs = append(allocs, s.allocsPer())
+		bytes = append(bytes, s.bytesPer())
+		gcs = append(gcs, float64(s.gcs))
 	}
 	m["rate"] = summarize(rate)
 	m["cpu_ns"] = summarize(cpu)
 	m["allocs"] = summarize(allocs)
+	m["bytes"] = summarize(bytes)
+	m["gcs"] = summarize(gcs)
 }

@@ -1,4 +1,4 @@
-package pgnotifytest
+package bus_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/bus"
 )
 
 // TestConnectFromPool: the Bus's connection, hijacked from a pool of two,
@@ -30,7 +31,7 @@ func TestConnectFromPool(t *testing.T) {
 		}
 	})
 
-	b := pgnotify.NewBus(pgnotify.ConnectFromPool(pool))
+	b := bus.New(pgnotify.ConnectFromPool(pool))
 	defer func() { assert.NoError(t, b.Close(ctx)) }()
 	s, err := b.Subscribe(ctx, []string{"pooled"})
 	require.NoError(t, err)

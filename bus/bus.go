@@ -180,7 +180,7 @@ func (b *Bus) Subscribe(ctx context.Context, channels []string, opts ...Subscrib
 			b.removeLocked(s)
 		}
 		b.mu.Unlock()
-		s.shut(pgnotify.ErrClosed)
+		s.shut(pgnotify.ErrClosed, false)
 		// A LISTEN of these channels may be on the wire even if removeLocked
 		// saw nothing to undo: wait for it and for the UNLISTEN after it.
 		b.kickSync()
@@ -332,12 +332,12 @@ func (b *Bus) stop(ended error) bool {
 	b.broadcastLocked()
 	b.mu.Unlock()
 	b.cancel()
-	why := ended
+	why, keep := ended, true
 	if why == nil {
-		why = pgnotify.ErrClosed
+		why, keep = pgnotify.ErrClosed, false
 	}
 	for _, s := range subs {
-		s.shut(why)
+		s.shut(why, keep)
 	}
 	return true
 }

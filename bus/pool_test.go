@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -68,4 +69,64 @@ func TestConnectFromPool(t *testing.T) {
 	// The Bus still listens after its pool is gone.
 	notifyMany(t, pgnotify.Message{Channel: "pooled", Payload: "after"})
 	assert.Equal(t, []string{"after"}, subPayloads(t, ctx, s, 1))
+}
+
+// TestSubscribeFailsOnPoolWithOnNotification: a pool whose config sets
+// OnNotification gives connections that never hear a notification:
+// Subscribe fails at once and says why, and a later one again.
+func TestSubscribeFailsOnPoolWithOnNotification(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	cfg, err := pgxpool.ParseConfig(connString)
+	require.NoError(t, err)
+	cfg.ConnConfig.OnNotification = func(*pgconn.PgConn, *pgconn.Notification) {}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+
+	b := bus.New(pgnotify.ConnectFromPool(pool), bus.WithReconnect(5*time.Millisecond, 50*time.Millisecond))
+	defer func() { assert.NoError(t, b.Close(ctx)) }()
+	for range 2 {
+		s, err := b.Subscribe(ctx, []string{"deaf"})
+		if !assert.Error(t, err) {
+			s.Close()
+			continue
+		}
+		assert.NotErrorIs(t, err, context.DeadlineExceeded, "failed only when ctx ended")
+		assert.Contains(t, err.Error(), "OnNotification")
+	}
+	assert.False(t, b.Stats().Connected)
+}
+
+// TestClosedPoolEndsTheBus: once its pool is closed, the Bus cannot
+// replace a dead connection: every subscription gets Dead, then an error
+// that matches ErrClosed and names the closed pool, and so does Subscribe.
+func TestClosedPoolEndsTheBus(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	pool, err := pgxpool.New(ctx, connString)
+	require.NoError(t, err)
+	b := bus.New(pgnotify.ConnectFromPool(pool), bus.WithReconnect(5*time.Millisecond, 50*time.Millisecond))
+	defer func() { assert.NoError(t, b.Close(ctx)) }()
+	s1, err := b.Subscribe(ctx, []string{"pool_a"})
+	require.NoError(t, err)
+	defer s1.Close()
+	s2, err := b.Subscribe(ctx, []string{"pool_b"})
+	require.NoError(t, err)
+	defer s2.Close()
+
+	pool.Close()
+	adminExec(t, "select pg_terminate_backend($1)", b.Stats().PID)
+	for _, s := range []*bus.Subscription{s1, s2} {
+		ev := subNext(t, ctx, s)
+		require.Equal(t, pgnotify.Dead, ev.Kind)
+		wait, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := s.Next(wait)
+		cancel()
+		require.ErrorIs(t, err, pgnotify.ErrClosed, "the subscription goes on waiting for a pool that is closed")
+		assert.Contains(t, err.Error(), "closed pool")
+	}
+	_, err = b.Subscribe(ctx, []string{"pool_c"})
+	assert.ErrorIs(t, err, pgnotify.ErrClosed)
+	assert.False(t, b.Stats().Connected)
 }

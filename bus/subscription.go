@@ -42,6 +42,7 @@ type Subscription struct {
 	waiting bool        // the reader is blocked in Next
 	blocked bool        // the dispatcher is blocked on a full buffer (OverflowBlock)
 	closed  bool
+	keep    bool  // closed, but what was delivered before is still read first (the Bus ended for good)
 	err     error // what Next returns once closed: ErrClosed, or why the Bus ended
 }
 
@@ -104,7 +105,7 @@ func (s *Subscription) Next(ctx context.Context) (pgnotify.Event, error) {
 		s.mu.Unlock()
 	}()
 	for {
-		if s.closed {
+		if s.closed && !s.keep {
 			err := s.err
 			s.mu.Unlock()
 			return pgnotify.Event{}, err
@@ -112,6 +113,11 @@ func (s *Subscription) Next(ctx context.Context) (pgnotify.Event, error) {
 		if ev, ok := s.popLocked(); ok {
 			s.mu.Unlock()
 			return ev, nil
+		}
+		if s.closed {
+			err := s.err
+			s.mu.Unlock()
+			return pgnotify.Event{}, err
 		}
 		s.waiting = true
 		s.mu.Unlock()
@@ -244,17 +250,20 @@ func (s *Subscription) wakeReaderLocked() {
 }
 
 // shut marks the subscription closed, with err for Next to return, and
-// releases its reader and a dispatcher blocked on it; the buffer is let
-// go.
-func (s *Subscription) shut(err error) {
+// releases its reader and a dispatcher blocked on it. The buffer is let
+// go, unless keep: then Next yields what it holds (a Dead event, say)
+// before err.
+func (s *Subscription) shut(err error, keep bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	s.closed, s.err = true, err
-	s.q = ring{}
-	s.ctrl = nil
+	s.closed, s.err, s.keep = true, err, keep
+	if !keep {
+		s.q = ring{}
+		s.ctrl = nil
+	}
 	close(s.done)
 }
 
@@ -271,12 +280,12 @@ func (s *Subscription) Close() error {
 	b.mu.Lock()
 	if s.removed {
 		b.mu.Unlock()
-		s.shut(pgnotify.ErrClosed) // Bus.Close may be shutting it at this moment
+		s.shut(pgnotify.ErrClosed, false) // Bus.Close may be shutting it at this moment
 		return nil
 	}
 	last := b.removeLocked(s)
 	b.mu.Unlock()
-	s.shut(pgnotify.ErrClosed)
+	s.shut(pgnotify.ErrClosed, false)
 	if last {
 		b.kickSync()
 		b.awaitUnlistened(s.channels)

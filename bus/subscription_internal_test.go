@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -189,7 +190,7 @@ func TestBlockWaitsForRoom(t *testing.T) {
 
 	go func() { done <- s.deliver(numbered(50, 10)) }()
 	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.blocked })
-	s.shut(pgnotify.ErrClosed)
+	s.shut(pgnotify.ErrClosed, false)
 	<-done
 	if _, err := s.Next(ctx); !errors.Is(err, pgnotify.ErrClosed) {
 		t.Fatalf("Next after shut: %v, want pgnotify.ErrClosed", err)
@@ -229,5 +230,53 @@ func TestNewBusStartsNothing(t *testing.T) {
 	}
 	if _, err := b.Subscribe(context.Background(), []string{"ok"}); !errors.Is(err, pgnotify.ErrClosed) {
 		t.Fatalf("Subscribe after Close: %v, want pgnotify.ErrClosed", err)
+	}
+}
+
+// TestNextFromTwoGoroutinesFailsAtOnce: a second goroutine in Next while
+// the first is blocked there gets an error at once, and the first still
+// gets the stream.
+func TestNextFromTwoGoroutinesFailsAtOnce(t *testing.T) {
+	s := bareSubscription(8, OverflowDropOldest)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan pgnotify.Event, 1)
+	go func() {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- ev
+	}()
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.waiting })
+	if _, err := s.Next(ctx); !errors.Is(err, errConcurrentNext) {
+		t.Fatalf("second Next: %v, want errConcurrentNext at once", err)
+	}
+	s.deliver(numbered(0, 3))
+	if ev := <-first; len(ev.Notifications) != 3 {
+		t.Fatalf("the first reader got %+v, want the 3 notifications", ev)
+	}
+}
+
+// TestHugeBufferDoesNotHang: WithBuffer(math.MaxInt) is bounded, and
+// delivering to it returns.
+func TestHugeBufferDoesNotHang(t *testing.T) {
+	s := bareSubscription(math.MaxInt, OverflowDropOldest)
+	if s.bound != maxBuffer {
+		t.Errorf("bound %d, want maxBuffer", s.bound)
+	}
+	done := make(chan int, 1)
+	go func() { done <- s.deliver(numbered(0, 100)) }()
+	select {
+	case d := <-done:
+		if d != 0 {
+			t.Fatalf("dropped %d of 100 under a bound of %d", d, s.bound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("deliver to a WithBuffer(math.MaxInt) subscription still running after 10s")
+	}
+	ev, ok := nextNow(t, s)
+	if !ok || len(ev.Notifications) != 100 {
+		t.Fatalf("got %+v, want the 100", ev)
 	}
 }

@@ -45,7 +45,8 @@ const (
 // runBus measures the Bus: fan-out on the fake server, idle memory per
 // subscription, a stalled OverflowDropOldest subscriber's effect on the
 // others, subscribe + close churn on a real server, and the Bus against one
-// pgx connection per subscriber on a real server.
+// pgx connection per subscriber on a real server, and the Bus beside
+// pgxlisten (scen_buspeer.go).
 func runBus(ctx context.Context, cfg config, res *result) error {
 	div := 1
 	if cfg.quick {
@@ -225,7 +226,11 @@ func runBus(ctx context.Context, cfg config, res *result) error {
 		}
 	}
 
-	res.Markdown = busMarkdown(cfg, res, fanCases, idleN, stallSubs, stallN, churnListened, churnNew, realM)
+	if err := busPeerTrials(ctx, cfg, res, cl.ConnString(), notifier); err != nil {
+		return err
+	}
+	res.Markdown = busMarkdown(cfg, res, fanCases, idleN, stallSubs, stallN, churnListened, churnNew, realM) +
+		"\n" + busPeerMarkdown(cfg, res)
 	return nil
 }
 

@@ -120,6 +120,10 @@ func (b *Bus) dial() {
 // after the Bus's backoff (the Manager itself retries at once). A source
 // that will never give a connection again (a closed pool) ends the Bus.
 func (b *Bus) redial(ctx context.Context, _ pgnotify.Garbage) (*pgx.Conn, error) {
+	// The Manager may call this before the dispatcher has taken the Dead
+	// event (lost calls Down too): Down applies the reset rule once per
+	// outage, whoever is first.
+	b.bo.Down()
 	if err := sleep(ctx, b.bo.Next()); err != nil {
 		return nil, err
 	}

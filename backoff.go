@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-// This file holds the reconnect backoff, all of it: the delay before each
-// attempt, where a new outage starts from, and the automatic reconnect
-// loop that waits it out. The Bus's own reconnect loop (bus_sync.go) draws
-// its delays from backoff too.
+// This file holds the Manager's reconnect backoff, all of it: the delay
+// before each attempt, where a new outage starts from, and the automatic
+// reconnect loop that waits it out. (Package bus uses internal/backoff,
+// where this one is to move.)
 
 // backoff returns the delay before reconnect attempt n (from 0): drawn with
 // full jitter between min and min·2ⁿ, capped at max.

@@ -140,25 +140,12 @@
 //
 // # Bus
 //
-// A [Bus] is for many consumers in one process: it holds one listening
-// connection to one database (in an internal Manager, so health checks and
-// recovery come with it), LISTENs a channel while some subscription wants
-// it and UNLISTENs it when the last one closes, and fans each notification
-// out to the subscriptions of its channel.
-//
-//	bus := pgnotify.NewBus(pgnotify.ConnectFromPool(pool))
-//	defer bus.Close(ctx)
-//	sub, err := bus.Subscribe(ctx, []string{"orders"}) // returns once LISTEN is active
-//	if err != nil { ... }
-//	defer sub.Close()
-//	for ev, err := range sub.Events(ctx) { ... }
-//
-// Each subscription has its own buffer ([WithBuffer]) and policy: under
-// [OverflowDropOldest], the default, a reader that falls behind loses the
-// oldest and gets a [Lagged] event with the exact count, and never slows
-// anyone else; under [OverflowBlock] nothing is lost and the whole Bus
-// waits for it. Every subscription sees the connection's [Dead] and
-// [Recovered], the gap signal.
+// For many consumers in one process, package
+// github.com/seed-c59d106d/pgnotify/bus holds one listening connection to
+// one database and fans each notification out to the subscriptions of its
+// channel, each with its own bounded buffer. Its events are this package's
+// [Event] values ([Lagged] among them), and [ConnectFromPool] gives it a
+// connection out of an application's pgxpool.
 //
 // Which to use: [Wait] for one connection read in the caller's goroutine;
 // a [Manager] for one consumer of many connections, to one database or to

@@ -21,8 +21,9 @@ const (
 	// listens on its channels again. Notifications sent while Replaced was
 	// dead are lost: this is the signal to resynchronise.
 	Recovered
-	// Lagged reports that a [Subscription]'s buffer overflowed under
-	// [OverflowDropOldest]: Dropped notifications, the oldest, were lost.
+	// Lagged reports that a bus.Subscription's buffer overflowed under
+	// bus.OverflowDropOldest (package github.com/seed-c59d106d/pgnotify/bus):
+	// Dropped notifications, the oldest, were lost.
 	Lagged
 )
 

@@ -6,6 +6,7 @@ replace github.com/seed-c59d106d/pgnotify => ..
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
+	github.com/jackc/pgxlisten v0.0.0-20250802141604-12b92425684c
 	github.com/lib/pq v1.12.3
 	github.com/seed-c59d106d/pgnotify v0.0.0-00010101000000-000000000000
 	golang.org/x/sync v0.22.0

@@ -21,7 +21,11 @@
 //	         sequential loop and an errgroup(64) loop
 //	bus      the Bus: fan-out to 1..10,000 subscriptions, idle memory, a
 //	         stalled subscriber, subscribe + close churn, and the Bus vs a
-//	         pgx connection per subscriber at K = 10, 100, 1000 (real server)
+//	         pgx connection per subscriber at K = 10, 100, 1000, and the Bus
+//	         beside pgxlisten at K = 1, 50, 1000 (real server)
+//	buspeer  only the Bus beside pgxlisten
+//	busstorm the Bus's reconnect backoff: its backend killed every
+//	         0.3–0.7 s for 20 s, and a server refusing connections for 30 s
 //	durable  package durable against NOTIFY on one real server (wal_level =
 //	         logical): one-in-flight latency, throughput at 1 and 100
 //	         messages per transaction, replay of a 200 k backlog, client CPU
@@ -120,7 +124,7 @@ func main() {
 	flag.StringVar(&drainProfile, "drainprofile", "", "userbacklog: write a CPU profile of each drain alone to `prefix`-IMPL-CHANNEL.prof")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|userbacklog|userclient|all|chart|goals ...\n\nflags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|buspeer|busstorm|durable|userbacklog|userclient|all|chart|goals ...\n\nflags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -185,6 +189,8 @@ var scenarioFuncs = map[string]func(context.Context, config, *result) error{
 	"idle":        runIdle,
 	"drain":       runDrain,
 	"bus":         runBus,
+	"busstorm":    runBusStorm,
+	"buspeer":     runBusPeer,
 	"durable":     runDurable,
 	"userbacklog": runUserBacklog,
 	"userclient":  runUserClient,

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/bus"
 )
 
 // busFanCase is one fan-out setting: subs subscriptions spread round-robin
@@ -44,7 +45,8 @@ const (
 // runBus measures the Bus: fan-out on the fake server, idle memory per
 // subscription, a stalled OverflowDropOldest subscriber's effect on the
 // others, subscribe + close churn on a real server, and the Bus against one
-// pgx connection per subscriber on a real server.
+// pgx connection per subscriber on a real server, and the Bus beside
+// pgxlisten (scen_buspeer.go).
 func runBus(ctx context.Context, cfg config, res *result) error {
 	div := 1
 	if cfg.quick {
@@ -224,7 +226,11 @@ func runBus(ctx context.Context, cfg config, res *result) error {
 		}
 	}
 
-	res.Markdown = busMarkdown(cfg, res, fanCases, idleN, stallSubs, stallN, churnListened, churnNew, realM)
+	if err := busPeerTrials(ctx, cfg, res, cl.ConnString(), notifier); err != nil {
+		return err
+	}
+	res.Markdown = busMarkdown(cfg, res, fanCases, idleN, stallSubs, stallN, churnListened, churnNew, realM) +
+		"\n" + busPeerMarkdown(cfg, res)
 	return nil
 }
 
@@ -276,13 +282,13 @@ func busMarkdown(cfg config, res *result, fanCases []busFanCase, idleN, stallSub
 	t = table{head: []string{"K", "implementation", "NOTIFYs", "deliveries/s", "Bus ×", "× own K=10", "NOTIFYs/s (deliveries/s ÷ K)", "client CPU ns/delivery", "allocs/delivery"}}
 	for _, k := range busRealKs {
 		group := fmt.Sprintf("real K=%d", k)
-		bus := findRow(res.Rows, group, busKeyBus)
+		busRow := findRow(res.Rows, group, busKeyBus)
 		for _, key := range []string{busKeyBus, busKeyConns} {
 			r := findRow(res.Rows, group, key)
 			k10 := findRow(res.Rows, "real K=10", key)
 			times := ""
 			if key == busKeyConns {
-				times = fmtRatio(bus.Metrics["rate"].Median, r.Metrics["rate"].Median)
+				times = fmtRatio(busRow.Metrics["rate"].Median, r.Metrics["rate"].Median)
 			}
 			t.add(strconv.Itoa(k), r.Name, strconv.Itoa(realM[k]), fmtSummary(r.Metrics["rate"], fmtRate), times,
 				ratioTo(*r, k10, "rate"), fmtPerSec(r.Metrics["rate"].Median/float64(k)),
@@ -313,7 +319,7 @@ func fmtPerSec(v float64) string {
 }
 
 // closeBus closes a Bus with a deadline, reporting a failure on stderr.
-func closeBus(b *pgnotify.Bus) {
+func closeBus(b *bus.Bus) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Close(ctx); err != nil {
@@ -323,10 +329,10 @@ func closeBus(b *pgnotify.Bus) {
 
 // subscribeMany subscribes n subscriptions, subscription i on channel(i),
 // a few at a time (so that new channels' LISTENs overlap).
-func subscribeMany(ctx context.Context, b *pgnotify.Bus, n int, channel func(int) string, opts ...pgnotify.SubscribeOption) ([]*pgnotify.Subscription, error) {
+func subscribeMany(ctx context.Context, b *bus.Bus, n int, channel func(int) string, opts ...bus.SubscribeOption) ([]*bus.Subscription, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	ss := make([]*pgnotify.Subscription, n)
+	ss := make([]*bus.Subscription, n)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(connectConcurrency)
 	for i := range n {
@@ -360,7 +366,7 @@ type readers struct {
 
 // startReaders starts one goroutine per subscription, each reading until
 // it has seen n notifications (read, or reported dropped by Lagged).
-func startReaders(ctx context.Context, ss []*pgnotify.Subscription, n int) *readers {
+func startReaders(ctx context.Context, ss []*bus.Subscription, n int) *readers {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	r := &readers{want: n * len(ss), cancel: cancel}
 	for _, s := range ss {
@@ -401,7 +407,7 @@ func (r *readers) stop() {
 }
 
 // readSub reads s until it has seen n notifications.
-func readSub(ctx context.Context, s *pgnotify.Subscription, n int) (read, dropped int, err error) {
+func readSub(ctx context.Context, s *bus.Subscription, n int) (read, dropped int, err error) {
 	for read+dropped < n {
 		ev, err := s.Next(ctx)
 		if err != nil {
@@ -422,10 +428,10 @@ func readSub(ctx context.Context, s *pgnotify.Subscription, n int) (read, droppe
 // busFanTrial measures one fan-out setting on a new Bus dialled to the fake
 // server.
 func busFanTrial(ctx context.Context, fake *fakeProc, connect pgnotify.ConnectFunc, prefix string, c busFanCase) (sample, error) {
-	bus := pgnotify.NewBus(connect)
-	defer closeBus(bus)
+	bs := bus.New(connect)
+	defer closeBus(bs)
 	channel := func(i int) string { return prefix + "_" + strconv.Itoa(i%c.chans) }
-	ss, err := subscribeMany(ctx, bus, c.subs, channel, pgnotify.WithOverflow(pgnotify.OverflowBlock))
+	ss, err := subscribeMany(ctx, bs, c.subs, channel, bus.WithOverflow(bus.OverflowBlock))
 	if err != nil {
 		return sample{}, err
 	}
@@ -456,14 +462,14 @@ func busFanTrial(ctx context.Context, fake *fakeProc, connect pgnotify.ConnectFu
 // subscriptions that never overflow, and, if stalled, one more that never
 // reads; the sample counts the readers' deliveries only.
 func busStallTrial(ctx context.Context, fake *fakeProc, connect pgnotify.ConnectFunc, channel string, subs, n int, stalled bool) (sample, error) {
-	bus := pgnotify.NewBus(connect)
-	defer closeBus(bus)
-	ss, err := subscribeMany(ctx, bus, subs, func(int) string { return channel }, pgnotify.WithBuffer(n))
+	bs := bus.New(connect)
+	defer closeBus(bs)
+	ss, err := subscribeMany(ctx, bs, subs, func(int) string { return channel }, bus.WithBuffer(n))
 	if err != nil {
 		return sample{}, err
 	}
 	if stalled {
-		if _, err := bus.Subscribe(ctx, []string{channel}); err != nil {
+		if _, err := bs.Subscribe(ctx, []string{channel}); err != nil {
 			return sample{}, err
 		}
 	}
@@ -488,9 +494,9 @@ func busStallTrial(ctx context.Context, fake *fakeProc, connect pgnotify.Connect
 		// the readers may have finished.
 		want := uint64(n - 1024)
 		deadline := time.Now().Add(10 * time.Second)
-		for bus.Stats().Dropped != want {
+		for bs.Stats().Dropped != want {
 			if time.Now().After(deadline) {
-				return sample{}, fmt.Errorf("the stalled subscription dropped %d, want %d", bus.Stats().Dropped, want)
+				return sample{}, fmt.Errorf("the stalled subscription dropped %d, want %d", bs.Stats().Dropped, want)
 			}
 			time.Sleep(time.Millisecond)
 		}
@@ -502,14 +508,14 @@ func busStallTrial(ctx context.Context, fake *fakeProc, connect pgnotify.Connect
 // Subscribes on a Bus (dialled to the fake server), all on one channel an
 // earlier subscription listens on, or each on a new channel.
 func busIdleTrial(ctx context.Context, connect pgnotify.ConnectFunc, prefix string, n int, own bool) (float64, error) {
-	bus := pgnotify.NewBus(connect)
-	defer closeBus(bus)
-	first, err := bus.Subscribe(ctx, []string{prefix})
+	bs := bus.New(connect)
+	defer closeBus(bs)
+	first, err := bs.Subscribe(ctx, []string{prefix})
 	if err != nil {
 		return 0, err
 	}
 	defer first.Close()
-	ss := make([]*pgnotify.Subscription, 0, n)
+	ss := make([]*bus.Subscription, 0, n)
 	defer func() {
 		for _, s := range ss {
 			s.Close()
@@ -523,7 +529,7 @@ func busIdleTrial(ctx context.Context, connect pgnotify.ConnectFunc, prefix stri
 		if own {
 			ch = prefix + "_" + strconv.Itoa(i)
 		}
-		s, err := bus.Subscribe(ctx, []string{ch})
+		s, err := bs.Subscribe(ctx, []string{ch})
 		if err != nil {
 			return 0, err
 		}
@@ -539,10 +545,10 @@ func busIdleTrial(ctx context.Context, connect pgnotify.ConnectFunc, prefix stri
 // in sequence, on a channel a kept subscription listens on, or each on a
 // new channel.
 func busChurnTrial(ctx context.Context, connect pgnotify.ConnectFunc, prefix string, n int, fresh bool) (float64, error) {
-	bus := pgnotify.NewBus(connect)
-	defer closeBus(bus)
+	bs := bus.New(connect)
+	defer closeBus(bs)
 	kept := prefix + "_kept"
-	keep, err := bus.Subscribe(ctx, []string{kept})
+	keep, err := bs.Subscribe(ctx, []string{kept})
 	if err != nil {
 		return 0, err
 	}
@@ -553,7 +559,7 @@ func busChurnTrial(ctx context.Context, connect pgnotify.ConnectFunc, prefix str
 		if fresh {
 			ch = prefix + "_new_" + strconv.Itoa(i)
 		}
-		s, err := bus.Subscribe(ctx, []string{ch})
+		s, err := bs.Subscribe(ctx, []string{ch})
 		if err != nil {
 			return 0, err
 		}
@@ -562,7 +568,7 @@ func busChurnTrial(ctx context.Context, connect pgnotify.ConnectFunc, prefix str
 		}
 	}
 	ops := float64(n) / time.Since(start).Seconds()
-	if st := bus.Stats(); st.Channels != 1 {
+	if st := bs.Stats(); st.Channels != 1 {
 		return 0, fmt.Errorf("after the churn the Bus listens on %d channels, want 1", st.Channels)
 	}
 	return ops, nil
@@ -595,9 +601,9 @@ func produce(ctx context.Context, notifier *pgx.Conn, channel string, m int) err
 // busRealTrial measures K subscriptions of a new Bus on the real server,
 // all on channel, receiving m NOTIFYs.
 func busRealTrial(ctx context.Context, connect pgnotify.ConnectFunc, notifier *pgx.Conn, channel string, k, m int) (sample, error) {
-	bus := pgnotify.NewBus(connect)
-	defer closeBus(bus)
-	ss, err := subscribeMany(ctx, bus, k, func(int) string { return channel }, pgnotify.WithOverflow(pgnotify.OverflowBlock))
+	bs := bus.New(connect)
+	defer closeBus(bs)
+	ss, err := subscribeMany(ctx, bs, k, func(int) string { return channel }, bus.WithOverflow(bus.OverflowBlock))
 	if err != nil {
 		return sample{}, err
 	}

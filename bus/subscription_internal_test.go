@@ -1,23 +1,26 @@
-package pgnotify
+package bus
 
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify"
 )
 
 // These tests drive a Subscription's buffer directly, as the dispatcher
 // does, with no server.
 
-func numbered(from, n int) []*Notification {
-	ns := make([]*Notification, n)
+func numbered(from, n int) []*pgnotify.Notification {
+	ns := make([]*pgnotify.Notification, n)
 	for i := range ns {
-		ns[i] = &Notification{Channel: "c", Payload: strconv.Itoa(from + i)}
+		ns[i] = &pgnotify.Notification{Channel: "c", Payload: strconv.Itoa(from + i)}
 	}
 	return ns
 }
@@ -27,7 +30,7 @@ func bareSubscription(buffer int, p Overflow) *Subscription {
 }
 
 // nextNow returns the next event that is already there, or fails.
-func nextNow(t *testing.T, s *Subscription) (Event, bool) {
+func nextNow(t *testing.T, s *Subscription) (pgnotify.Event, bool) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -43,17 +46,17 @@ func nextNow(t *testing.T, s *Subscription) (Event, bool) {
 }
 
 // TestDropOldestAccountsForEveryLoss delivers random bursts to a small
-// DropOldest buffer, with Dead and Recovered events among them, and reads
+// DropOldest buffer, with pgnotify.Dead and pgnotify.Recovered events among them, and reads
 // at random moments: between two notifications the reader sees (and before
-// the first), the Lagged counts add up to exactly the numbers skipped, and
-// Dead/Recovered come in order and are never dropped.
+// the first), the pgnotify.Lagged counts add up to exactly the numbers skipped, and
+// pgnotify.Dead/pgnotify.Recovered come in order and are never dropped.
 func TestDropOldestAccountsForEveryLoss(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const bound = 7
 	s := bareSubscription(bound, OverflowDropOldest)
 	sent, dropped := 0, 0
-	var ctrlSent []Kind
-	var ctrlGot []Kind
+	var ctrlSent []pgnotify.Kind
+	var ctrlGot []pgnotify.Kind
 	next, lagged := 0, 0 // the number the reader expects next; losses reported since
 	read := func() {
 		for {
@@ -62,14 +65,14 @@ func TestDropOldestAccountsForEveryLoss(t *testing.T) {
 				return
 			}
 			switch ev.Kind {
-			case Lagged:
+			case pgnotify.Lagged:
 				if ev.Dropped <= 0 {
-					t.Fatalf("Lagged with Dropped %d", ev.Dropped)
+					t.Fatalf("pgnotify.Lagged with Dropped %d", ev.Dropped)
 				}
 				lagged += ev.Dropped
-			case Dead, Recovered:
+			case pgnotify.Dead, pgnotify.Recovered:
 				ctrlGot = append(ctrlGot, ev.Kind)
-			case Batch:
+			case pgnotify.Batch:
 				for _, n := range ev.Notifications {
 					got, _ := strconv.Atoi(n.Payload)
 					if got != next+lagged {
@@ -87,8 +90,8 @@ func TestDropOldestAccountsForEveryLoss(t *testing.T) {
 			dropped += s.deliver(numbered(sent, k))
 			sent += k
 		case r < 7:
-			k := Dead + Kind(rng.IntN(2))
-			s.pushEvent(Event{Kind: k})
+			k := pgnotify.Dead + pgnotify.Kind(rng.IntN(2))
+			s.pushEvent(pgnotify.Event{Kind: k})
 			ctrlSent = append(ctrlSent, k)
 		default:
 			read()
@@ -102,7 +105,7 @@ func TestDropOldestAccountsForEveryLoss(t *testing.T) {
 		t.Errorf("accounted for %d (read up to %d, %d lost after), sent %d", next+lagged, next, lagged, sent)
 	}
 	if len(ctrlGot) != len(ctrlSent) {
-		t.Fatalf("got %d Dead/Recovered events, sent %d", len(ctrlGot), len(ctrlSent))
+		t.Fatalf("got %d pgnotify.Dead/pgnotify.Recovered events, sent %d", len(ctrlGot), len(ctrlSent))
 	}
 	for i := range ctrlSent {
 		if ctrlGot[i] != ctrlSent[i] {
@@ -115,7 +118,7 @@ func TestDropOldestAccountsForEveryLoss(t *testing.T) {
 }
 
 // TestDropOldestLaggedBeforeTheKept: 100 into a buffer of 10 gives one
-// Lagged of 90, then the newest 10.
+// pgnotify.Lagged of 90, then the newest 10.
 func TestDropOldestLaggedBeforeTheKept(t *testing.T) {
 	s := bareSubscription(10, OverflowDropOldest)
 	if d := s.deliver(numbered(0, 60)); d != 50 {
@@ -125,11 +128,11 @@ func TestDropOldestLaggedBeforeTheKept(t *testing.T) {
 		t.Fatalf("dropped %d, want 40", d)
 	}
 	ev, _ := nextNow(t, s)
-	if ev.Kind != Lagged || ev.Dropped != 90 {
-		t.Fatalf("got %v with Dropped %d, want Lagged 90", ev.Kind, ev.Dropped)
+	if ev.Kind != pgnotify.Lagged || ev.Dropped != 90 {
+		t.Fatalf("got %v with Dropped %d, want pgnotify.Lagged 90", ev.Kind, ev.Dropped)
 	}
 	ev, _ = nextNow(t, s)
-	if ev.Kind != Batch || len(ev.Notifications) != 10 || ev.Notifications[0].Payload != "90" {
+	if ev.Kind != pgnotify.Batch || len(ev.Notifications) != 10 || ev.Notifications[0].Payload != "90" {
 		t.Fatalf("got %v %d, want the newest 10 from 90", ev.Kind, len(ev.Notifications))
 	}
 	if _, ok := nextNow(t, s); ok {
@@ -171,7 +174,7 @@ func TestBlockWaitsForRoom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Kind != Batch || len(ev.Notifications) > 2 {
+		if ev.Kind != pgnotify.Batch || len(ev.Notifications) > 2 {
 			t.Fatalf("got %v of %d", ev.Kind, len(ev.Notifications))
 		}
 		for _, n := range ev.Notifications {
@@ -187,10 +190,10 @@ func TestBlockWaitsForRoom(t *testing.T) {
 
 	go func() { done <- s.deliver(numbered(50, 10)) }()
 	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.blocked })
-	s.shut()
+	s.shut(pgnotify.ErrClosed, false)
 	<-done
-	if _, err := s.Next(ctx); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Next after shut: %v, want ErrClosed", err)
+	if _, err := s.Next(ctx); !errors.Is(err, pgnotify.ErrClosed) {
+		t.Fatalf("Next after shut: %v, want pgnotify.ErrClosed", err)
 	}
 }
 
@@ -214,10 +217,10 @@ func TestSubscribeOptionDefaults(t *testing.T) {
 
 func TestNewBusStartsNothing(t *testing.T) {
 	called := false
-	b := NewBus(func(context.Context) (*pgx.Conn, error) { called = true; return nil, errors.New("no") })
+	b := New(func(context.Context) (*pgx.Conn, error) { called = true; return nil, errors.New("no") })
 	_, err := b.Subscribe(context.Background(), []string{"ok", ""})
-	if !errors.Is(err, ErrInvalidChannel) {
-		t.Fatalf("Subscribe with an empty name: %v, want ErrInvalidChannel", err)
+	if !errors.Is(err, pgnotify.ErrInvalidChannel) {
+		t.Fatalf("Subscribe with an empty name: %v, want pgnotify.ErrInvalidChannel", err)
 	}
 	if called || b.started {
 		t.Fatal("NewBus or a rejected Subscribe dialled or started a goroutine")
@@ -225,7 +228,55 @@ func TestNewBusStartsNothing(t *testing.T) {
 	if err := b.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Subscribe(context.Background(), []string{"ok"}); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Subscribe after Close: %v, want ErrClosed", err)
+	if _, err := b.Subscribe(context.Background(), []string{"ok"}); !errors.Is(err, pgnotify.ErrClosed) {
+		t.Fatalf("Subscribe after Close: %v, want pgnotify.ErrClosed", err)
+	}
+}
+
+// TestNextFromTwoGoroutinesFailsAtOnce: a second goroutine in Next while
+// the first is blocked there gets an error at once, and the first still
+// gets the stream.
+func TestNextFromTwoGoroutinesFailsAtOnce(t *testing.T) {
+	s := bareSubscription(8, OverflowDropOldest)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan pgnotify.Event, 1)
+	go func() {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		first <- ev
+	}()
+	waitFor(t, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.waiting })
+	if _, err := s.Next(ctx); !errors.Is(err, errConcurrentNext) {
+		t.Fatalf("second Next: %v, want errConcurrentNext at once", err)
+	}
+	s.deliver(numbered(0, 3))
+	if ev := <-first; len(ev.Notifications) != 3 {
+		t.Fatalf("the first reader got %+v, want the 3 notifications", ev)
+	}
+}
+
+// TestHugeBufferDoesNotHang: WithBuffer(math.MaxInt) is bounded, and
+// delivering to it returns.
+func TestHugeBufferDoesNotHang(t *testing.T) {
+	s := bareSubscription(math.MaxInt, OverflowDropOldest)
+	if s.bound != maxBuffer {
+		t.Errorf("bound %d, want maxBuffer", s.bound)
+	}
+	done := make(chan int, 1)
+	go func() { done <- s.deliver(numbered(0, 100)) }()
+	select {
+	case d := <-done:
+		if d != 0 {
+			t.Fatalf("dropped %d of 100 under a bound of %d", d, s.bound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("deliver to a WithBuffer(math.MaxInt) subscription still running after 10s")
+	}
+	ev, ok := nextNow(t, s)
+	if !ok || len(ev.Notifications) != 100 {
+		t.Fatalf("got %+v, want the 100", ev)
 	}
 }

@@ -1,4 +1,4 @@
-package pgnotify_test
+package bus_test
 
 import (
 	"context"
@@ -9,25 +9,26 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/bus"
 )
 
-// ExampleBus serves two subscriptions on overlapping channels over one
+// Example serves two subscriptions on overlapping channels over one
 // connection.
-func ExampleBus() {
+func Example() {
 	ctx := context.Background()
-	bus := pgnotify.NewBus(func(ctx context.Context) (*pgx.Conn, error) {
+	b := bus.New(func(ctx context.Context) (*pgx.Conn, error) {
 		return pgx.Connect(ctx, exampleURL)
 	})
-	defer bus.Close(ctx)
+	defer b.Close(ctx)
 
 	// Subscribe returns once the channels are listened: nothing sent
 	// after it can be missed.
-	orders, err := bus.Subscribe(ctx, []string{"orders"})
+	orders, err := b.Subscribe(ctx, []string{"orders"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer orders.Close()
-	audit, err := bus.Subscribe(ctx, []string{"orders", "Jobs"}, pgnotify.WithBuffer(10000))
+	audit, err := b.Subscribe(ctx, []string{"orders", "Jobs"}, bus.WithBuffer(10000))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func ExampleBus() {
 		log.Fatal(err)
 	}
 
-	for name, s := range map[string]*pgnotify.Subscription{"orders": orders, "audit": audit} {
+	for name, s := range map[string]*bus.Subscription{"orders": orders, "audit": audit} {
 		for got := 0; got < len(s.Channels()); {
 			ev, err := s.Next(ctx)
 			if err != nil {
@@ -67,11 +68,11 @@ func ExampleBus() {
 // yields.
 func ExampleSubscription_Events() {
 	ctx := context.Background()
-	bus := pgnotify.NewBus(func(ctx context.Context) (*pgx.Conn, error) {
+	b := bus.New(func(ctx context.Context) (*pgx.Conn, error) {
 		return pgx.Connect(ctx, exampleURL)
 	})
-	defer bus.Close(ctx)
-	sub, err := bus.Subscribe(ctx, []string{"invalidate"}, pgnotify.WithBuffer(64))
+	defer b.Close(ctx)
+	sub, err := b.Subscribe(ctx, []string{"invalidate"}, bus.WithBuffer(64))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -111,19 +112,19 @@ func ExampleSubscription_Events() {
 	// invalidate user:42
 }
 
-// ExampleConnectFromPool gives a Bus its connection out of the
+// ExampleNew_pool gives a Bus its connection out of the
 // application's pool.
-func ExampleConnectFromPool() {
+func ExampleNew_pool() {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, exampleURL)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer pool.Close()
-	bus := pgnotify.NewBus(pgnotify.ConnectFromPool(pool))
-	defer bus.Close(ctx)
+	b := bus.New(pgnotify.ConnectFromPool(pool))
+	defer b.Close(ctx)
 
-	sub, err := bus.Subscribe(ctx, []string{"jobs"})
+	sub, err := b.Subscribe(ctx, []string{"jobs"})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pgnotify
+package bus
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify"
 )
 
 // dispatch is the Bus's dispatcher, the consumer of its Manager: it fans
@@ -18,21 +20,21 @@ func (b *Bus) dispatch() {
 	for {
 		ev, err := b.m.Next(b.ctx)
 		if err != nil {
-			if b.ctx.Err() == nil && !errors.Is(err, ErrClosed) {
+			if b.ctx.Err() == nil && !errors.Is(err, pgnotify.ErrClosed) {
 				// The Manager replaces a dead connection until it is
 				// closed, so its set never empties: this is a bug, but it
 				// must not leave the subscriptions deaf. Dial afresh.
-				b.lost(fmt.Errorf("pgnotify: bus: connection lost: %w", err), busDown)
+				b.lost(fmt.Errorf("pgnotify/bus: connection lost: %w", err), stateDown)
 				b.kickSync()
 			}
 			return
 		}
 		switch ev.Kind {
-		case Batch:
+		case pgnotify.Batch:
 			touched = b.fanOut(ev.Notifications, touched)
-		case Dead:
-			b.lost(ev.Err, busDead)
-		case Recovered:
+		case pgnotify.Dead:
+			b.lost(ev.Err, stateDead)
+		case pgnotify.Recovered:
 			b.recovered(ev.Conn)
 		}
 	}
@@ -42,11 +44,13 @@ func (b *Bus) dispatch() {
 // channel: one shared *Notification, never a copy. Each subscription gets
 // its part of the batch with one lock, in server order. The index is read
 // under b.mu, but delivery, which may block under OverflowBlock, happens
-// without it, so a Close can always release the dispatcher. A subscription
-// that joins after the index was read gets none of this batch: it was
-// received before its Subscribe could return. touched is scratch space,
-// returned for reuse.
-func (b *Bus) fanOut(ns []*Notification, touched []*Subscription) []*Subscription {
+// without it, so a Close can always release the dispatcher. Every
+// OverflowDropOldest subscription gets its part before the dispatcher
+// waits for any OverflowBlock one, so a stalled blocking reader delays the
+// others only from the next batch on. A subscription that joins after the
+// index was read gets none of this batch: it was received before its
+// Subscribe could return. touched is scratch space, returned for reuse.
+func (b *Bus) fanOut(ns []*pgnotify.Notification, touched []*Subscription) []*Subscription {
 	b.received.Add(uint64(len(ns)))
 	delivered := 0
 	b.mu.Lock()
@@ -67,16 +71,21 @@ func (b *Bus) fanOut(ns []*Notification, touched []*Subscription) []*Subscriptio
 	b.mu.Unlock()
 	b.delivered.Add(uint64(delivered))
 	dropped := 0
-	for i, s := range touched {
-		dropped += s.deliver(s.stage)
-		if cap(s.stage) > 64 {
-			s.stage = nil
-		} else {
-			clear(s.stage)
-			s.stage = s.stage[:0]
+	for _, p := range [...]Overflow{OverflowDropOldest, OverflowBlock} {
+		for _, s := range touched {
+			if s.overflow != p {
+				continue
+			}
+			dropped += s.deliver(s.stage)
+			if cap(s.stage) > 64 {
+				s.stage = nil
+			} else {
+				clear(s.stage)
+				s.stage = s.stage[:0]
+			}
 		}
-		touched[i] = nil
 	}
+	clear(touched)
 	b.dropped.Add(uint64(dropped))
 	return touched[:0]
 }
@@ -84,20 +93,21 @@ func (b *Bus) fanOut(ns []*Notification, touched []*Subscription) []*Subscriptio
 // lost records that the connection died: nothing is listened any more, the
 // subscriptions that were subscribed get one Dead event (a connection that
 // dies again before its Recovered makes no second one), and Subscribes
-// wait for the replacement. st is busDead when the Manager replaces the
-// connection, busDown when the sync goroutine must dial.
-func (b *Bus) lost(cause error, st busState) {
+// wait for the replacement. st is stateDead when the Manager replaces the
+// connection, stateDown when the sync goroutine must dial.
+func (b *Bus) lost(cause error, st state) {
 	b.deaths.Add(1)
+	b.bo.Down()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.state, b.conn = st, nil
+	b.state, b.conn, b.pid = st, nil, 0
 	for ch, e := range b.chans {
 		e.listened, e.inflight, e.err = false, false, nil
 		b.markLocked(ch, e)
 	}
 	if !b.deadSent {
 		b.deadSent = true
-		ev := Event{Kind: Dead, Err: cause}
+		ev := pgnotify.Event{Kind: pgnotify.Dead, Err: cause}
 		for s := range b.subs {
 			if s.active {
 				s.pushEvent(ev)
@@ -118,7 +128,7 @@ func (b *Bus) recovered(conn *pgx.Conn) {
 		b.mu.Unlock()
 		return
 	}
-	b.conn, b.state = conn, busSyncing
+	b.conn, b.state = conn, stateSyncing
 	b.mu.Unlock()
 	ok := b.resync(conn)
 	// A refused LISTEN leaves conn usable (the Subscribes that wanted it
@@ -130,11 +140,11 @@ func (b *Bus) recovered(conn *pgx.Conn) {
 		return
 	}
 	if !alive {
-		b.state, b.conn = busDead, nil
+		b.state, b.conn = stateDead, nil
 		b.broadcastLocked()
 		return
 	}
-	b.state = busLive
+	b.state, b.pid = stateLive, conn.PgConn().PID()
 	b.announceRecoveredLocked()
 }
 
@@ -145,7 +155,7 @@ func (b *Bus) announceRecoveredLocked() {
 		b.deadSent = false
 		b.recoveries.Add(1)
 		for s := range b.subs {
-			s.pushEvent(Event{Kind: Recovered})
+			s.pushEvent(pgnotify.Event{Kind: pgnotify.Recovered})
 		}
 	}
 	b.broadcastLocked()

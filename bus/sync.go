@@ -1,12 +1,15 @@
-package pgnotify
+package bus
 
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify"
 )
 
 // syncLoop is the Bus's sync goroutine: it dials the first connection when
@@ -35,32 +38,46 @@ func (b *Bus) syncOnce() {
 	st, conn, want := b.state, b.conn, len(b.subs) > 0
 	b.mu.Unlock()
 	switch st {
-	case busDown:
+	case stateDown:
 		if want {
 			b.dial()
 		}
-	case busLive:
+	case stateLive:
 		b.converge(conn)
 	}
-	// busDead and busSyncing: the dispatcher sets the channels right when
+	// stateDead and stateSyncing: the dispatcher sets the channels right when
 	// the replacement arrives.
 }
 
 // dial opens the Bus's first connection, retrying with backoff while some
-// subscription wants it and the Bus is open, adds it to the Manager, makes
-// it listen, and starts the dispatcher. Must be called with b.syncMu held.
+// subscription wants it and the Bus is open, checks that it hears its own
+// notifications, adds it to the Manager, makes it listen, and starts the
+// dispatcher. Must be called with b.syncMu held.
 func (b *Bus) dial() {
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		conn, err := b.connectOnce(b.ctx)
 		if err == nil {
-			err = b.m.Add(b.ctx, conn)
-			if err != nil {
+			if err = hearsItself(b.ctx, conn, b.cfg.roundTrip()); err != nil && b.ctx.Err() == nil {
+				// As dialled, it can never work: fail the Subscribes
+				// waiting now, and dial again at the next one.
 				closeQuietly(conn)
+				b.mu.Lock()
+				b.refused, b.connErr = err, err
+				b.broadcastLocked()
+				b.mu.Unlock()
+				return
 			}
 		}
 		if err == nil {
+			err = b.m.Add(b.ctx, conn)
+		}
+		if err != nil && conn != nil {
+			closeQuietly(conn)
+		}
+		if err == nil {
+			b.bo.Up()
 			b.mu.Lock()
-			b.conn, b.state, b.connErr = conn, busLive, nil
+			b.conn, b.pid, b.state, b.connErr = conn, conn.PgConn().PID(), stateLive, nil
 			b.broadcastLocked()
 			b.mu.Unlock()
 			b.converge(conn)
@@ -78,8 +95,12 @@ func (b *Bus) dial() {
 		if b.ctx.Err() != nil {
 			return
 		}
+		if permanent(err) {
+			b.end(err)
+			return
+		}
 		if l := b.cfg.logger; l != nil {
-			l.Warn("pgnotify: bus: connect failed", "attempt", attempt+1, "err", err)
+			l.Warn("pgnotify/bus: connect failed", "attempt", attempt, "err", err)
 		}
 		b.mu.Lock()
 		b.connErr = err
@@ -89,13 +110,43 @@ func (b *Bus) dial() {
 			// Nobody waits any more: dial again at the next Subscribe.
 			return
 		}
-		t := time.NewTimer(backoff(b.cfg.reconnectMin, b.cfg.reconnectMax, attempt))
-		select {
-		case <-t.C:
-		case <-b.ctx.Done():
-			t.Stop()
+		if sleep(b.ctx, b.bo.Next()) != nil {
 			return
 		}
+	}
+}
+
+// redial is the Manager's DialFunc: it replaces the Bus's dead connection
+// after the Bus's backoff (the Manager itself retries at once). A source
+// that will never give a connection again (a closed pool) ends the Bus.
+func (b *Bus) redial(ctx context.Context, _ pgnotify.Garbage) (*pgx.Conn, error) {
+	// The Manager may call this before the dispatcher has taken the Dead
+	// event (lost calls Down too): Down applies the reset rule once per
+	// outage, whoever is first.
+	b.bo.Down()
+	if err := sleep(ctx, b.bo.Next()); err != nil {
+		return nil, err
+	}
+	conn, err := b.connectOnce(ctx)
+	if err != nil {
+		if permanent(err) && ctx.Err() == nil {
+			b.end(err)
+		}
+		return nil, err
+	}
+	b.bo.Up()
+	return conn, nil
+}
+
+// sleep waits d, or until ctx ends (it returns ctx's error).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -103,20 +154,57 @@ func (b *Bus) dial() {
 // listens on nothing (a connection from a pool may have been used for
 // LISTEN before).
 func (b *Bus) connectOnce(ctx context.Context) (*pgx.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, busDialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	conn, err := b.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if conn == nil {
-		return nil, fmt.Errorf("pgnotify: bus: ConnectFunc returned a nil connection")
+		return nil, errNilConn
 	}
-	if err := UnlistenAll(ctx, conn); err != nil {
+	if err := pgnotify.UnlistenAll(ctx, conn); err != nil {
 		closeQuietly(conn)
 		return nil, err
 	}
 	return conn, nil
+}
+
+// hearsItself checks that conn receives its own notifications in its own
+// buffer, as the Manager checks each replacement: it LISTENs a private
+// channel and NOTIFYs it in one round trip (the server delivers a
+// session's own notification before it reports ready), then UNLISTENs it.
+// A connection whose config sets OnNotification (a pool's, say) fails:
+// pgx hands its notifications to that function, and the Bus would never
+// see one. conn listens on nothing else, so whatever else it buffered is
+// stale and dropped. The NOTIFY wakes every listening backend of the
+// database once, on the Bus's first connection only.
+func hearsItself(ctx context.Context, conn *pgx.Conn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pid := conn.PgConn().PID()
+	probe := fmt.Sprintf("pgnotify.bus.probe.%d.%x", pid, rand.Uint64())
+	q := pgx.Identifier{probe}.Sanitize()
+	if _, err := conn.PgConn().Exec(ctx, "LISTEN "+q+"; NOTIFY "+q).ReadAll(); err != nil {
+		return fmt.Errorf("pgnotify/bus: notify itself: %w", err)
+	}
+	if err := pgnotify.Unlisten(ctx, conn, probe); err != nil {
+		return err
+	}
+	done, stop := context.WithCancel(context.Background())
+	stop()
+	for {
+		n, err := conn.WaitForNotification(done)
+		if n == nil || err != nil {
+			return errNotHeard
+		}
+		if n.Channel == probe && n.PID == pid {
+			for n != nil && err == nil { // drop the rest
+				n, err = conn.WaitForNotification(done)
+			}
+			return nil
+		}
+	}
 }
 
 // closeQuietly closes a connection the Bus dialled and could not use.
@@ -172,6 +260,9 @@ func (b *Bus) apply(conn *pgx.Conn, channels []string, listen bool) bool {
 		return true
 	}
 	var err error
+	if b.testBeforeApply != nil {
+		b.testBeforeApply(listen, channels)
+	}
 	if listen {
 		err = b.m.Listen(b.ctx, conn, channels...)
 	} else {
@@ -230,7 +321,7 @@ func (b *Bus) resync(conn *pgx.Conn) bool {
 		ctx, cancel := context.WithTimeout(b.ctx, b.cfg.roundTrip())
 		defer cancel()
 		var err error
-		have, err = ListeningChannels(ctx, c)
+		have, err = pgnotify.ListeningChannels(ctx, c)
 		return err
 	})
 	if err != nil {

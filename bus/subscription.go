@@ -1,16 +1,19 @@
-package pgnotify
+package bus
 
 import (
 	"context"
 	"iter"
 	"slices"
 	"sync"
+
+	"github.com/seed-c59d106d/pgnotify"
 )
 
 // A Subscription receives the notifications of its channels from a [Bus],
 // through [Subscription.Next] or [Subscription.Events]. Read it from one
-// goroutine at a time; different subscriptions are independent. Close is
-// safe from any goroutine.
+// goroutine at a time (a second goroutine in Next gets an error at once);
+// different subscriptions are independent. Close is safe from any
+// goroutine.
 type Subscription struct {
 	bus      *Bus
 	channels []string // deduplicated, in the caller's order; read-only
@@ -27,15 +30,20 @@ type Subscription struct {
 
 	// stage collects a batch's notifications for this subscription; owned
 	// by the dispatcher goroutine.
-	stage []*Notification
+	stage []*pgnotify.Notification
 
+	// mu guards the fields below. The dispatcher (deliver, pushEvent) and
+	// the reader (Next) meet here; neither holds it while blocked.
 	mu      sync.Mutex
 	q       ring
 	seen    uint64      // sequence number up to which the reader was told: yielded or reported lost
 	ctrl    []ctrlEvent // Dead and Recovered, in order, each placed after the notifications before it
+	reading bool        // a goroutine is inside Next
 	waiting bool        // the reader is blocked in Next
 	blocked bool        // the dispatcher is blocked on a full buffer (OverflowBlock)
 	closed  bool
+	keep    bool  // closed, but what was delivered before is still read first (the Bus ended for good)
+	err     error // what Next returns once closed: ErrClosed, or why the Bus ended
 }
 
 // ctrlEvent is a Dead or Recovered event placed in a subscription's stream:
@@ -43,11 +51,12 @@ type Subscription struct {
 // reported lost.
 type ctrlEvent struct {
 	at uint64
-	ev Event
+	ev pgnotify.Event
 }
 
 func newSubscription(b *Bus, channels []string, cfg subscribeConfig) *Subscription {
 	return &Subscription{
+		err:      pgnotify.ErrClosed,
 		bus:      b,
 		channels: channels,
 		bound:    cfg.buffer,
@@ -63,30 +72,52 @@ func newSubscription(b *Bus, channels []string, cfg subscribeConfig) *Subscripti
 // [Bus.Subscribe], without repeats. The slice is the caller's.
 func (s *Subscription) Channels() []string { return slices.Clone(s.channels) }
 
-// Next returns the subscription's next event: a [Batch] of notifications of
-// its channels, in server order; [Lagged] when its buffer overflowed under
-// [OverflowDropOldest] (Dropped says how many were lost, just before the
-// next Batch); [Dead] when the Bus's connection died (what is committed
-// from then until Recovered is lost); [Recovered] when a new connection
-// listens on the channels again, the moment to resynchronise from the
-// application's own tables. Conn and Replaced are nil in every event.
+// Next returns the subscription's next event: a [pgnotify.Batch] of
+// notifications of its channels, in server order; [pgnotify.Lagged] when
+// its buffer overflowed under [OverflowDropOldest] (Dropped says how many
+// were lost, just before the next Batch); [pgnotify.Dead] when the Bus's
+// connection died (what is committed from then until Recovered is lost);
+// [pgnotify.Recovered] when a new connection listens on the channels
+// again, the moment to resynchronise from the application's own tables.
+// A subscription whose Subscribe returned before the death gets Dead, then
+// Recovered; one that was subscribing during the outage may get Recovered
+// without Dead. Conn and Replaced are nil in every event.
 //
 // A Batch's slice is the caller's, but its *Notification values may be
 // shared with other subscriptions: treat them as read-only.
 //
 // Next blocks until an event, ctx ends (it returns ctx's error) or the
-// subscription or its Bus is closed (it returns [ErrClosed], also on every
-// later call). Call it from one goroutine at a time.
-func (s *Subscription) Next(ctx context.Context) (Event, error) {
-	for {
+// subscription or its Bus is closed (it returns [pgnotify.ErrClosed], also
+// on every later call; if the Bus ended for good because its pool was
+// closed, an error matching ErrClosed that says so). Call it from one
+// goroutine at a time: a second goroutine that calls Next while the first
+// is inside gets an error at once.
+func (s *Subscription) Next(ctx context.Context) (pgnotify.Event, error) {
+	s.mu.Lock()
+	if s.reading {
+		s.mu.Unlock()
+		return pgnotify.Event{}, errConcurrentNext
+	}
+	s.reading = true
+	defer func() {
 		s.mu.Lock()
-		if s.closed {
+		s.reading = false
+		s.mu.Unlock()
+	}()
+	for {
+		if s.closed && !s.keep {
+			err := s.err
 			s.mu.Unlock()
-			return Event{}, ErrClosed
+			return pgnotify.Event{}, err
 		}
 		if ev, ok := s.popLocked(); ok {
 			s.mu.Unlock()
 			return ev, nil
+		}
+		if s.closed {
+			err := s.err
+			s.mu.Unlock()
+			return pgnotify.Event{}, err
 		}
 		s.waiting = true
 		s.mu.Unlock()
@@ -97,20 +128,21 @@ func (s *Subscription) Next(ctx context.Context) (Event, error) {
 			s.mu.Lock()
 			s.waiting = false
 			s.mu.Unlock()
-			return Event{}, ctx.Err()
+			return pgnotify.Event{}, ctx.Err()
 		}
+		s.mu.Lock()
 	}
 }
 
 // Events ranges over [Subscription.Next]: a single-use stream for one
-// goroutine. An error (ctx's, or [ErrClosed] once the subscription or the
-// Bus is closed) is yielded once, last.
-func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
-	return func(yield func(Event, error) bool) {
+// goroutine. An error (ctx's, or [pgnotify.ErrClosed] once the
+// subscription or the Bus is closed) is yielded once, last.
+func (s *Subscription) Events(ctx context.Context) iter.Seq2[pgnotify.Event, error] {
+	return func(yield func(pgnotify.Event, error) bool) {
 		for {
 			ev, err := s.Next(ctx)
 			if err != nil {
-				yield(Event{}, err)
+				yield(pgnotify.Event{}, err)
 				return
 			}
 			if !yield(ev, nil) {
@@ -124,13 +156,13 @@ func (s *Subscription) Events(ctx context.Context) iter.Seq2[Event, error] {
 // happened: the notifications dropped before a Dead or Recovered event are
 // counted in a Lagged event before it, those after in one after it. Must
 // be called with s.mu held.
-func (s *Subscription) popLocked() (Event, bool) {
+func (s *Subscription) popLocked() (pgnotify.Event, bool) {
 	if len(s.ctrl) > 0 && s.ctrl[0].at <= s.q.r {
 		c := s.ctrl[0]
 		if s.seen < c.at {
 			lost := c.at - s.seen
 			s.seen = c.at
-			return Event{Kind: Lagged, Dropped: int(lost)}, true
+			return pgnotify.Event{Kind: pgnotify.Lagged, Dropped: int(lost)}, true
 		}
 		s.ctrl[0] = ctrlEvent{}
 		s.ctrl = s.ctrl[1:]
@@ -142,14 +174,14 @@ func (s *Subscription) popLocked() (Event, bool) {
 	if s.q.r > s.seen {
 		lost := s.q.r - s.seen
 		s.seen = s.q.r
-		return Event{Kind: Lagged, Dropped: int(lost)}, true
+		return pgnotify.Event{Kind: pgnotify.Lagged, Dropped: int(lost)}, true
 	}
 	end := s.q.w
 	if len(s.ctrl) > 0 {
 		end = s.ctrl[0].at
 	}
 	if end == s.q.r {
-		return Event{}, false
+		return pgnotify.Event{}, false
 	}
 	ns := s.q.take(int(end - s.q.r))
 	s.seen = s.q.r
@@ -157,14 +189,14 @@ func (s *Subscription) popLocked() (Event, bool) {
 		s.blocked = false
 		signal(s.space)
 	}
-	return Event{Kind: Batch, Notifications: ns}, true
+	return pgnotify.Event{Kind: pgnotify.Batch, Notifications: ns}, true
 }
 
 // deliver appends ns to the buffer under the subscription's policy, and
 // wakes the reader. Under OverflowBlock it waits for room or for the
 // subscription to close. It returns how many notifications were dropped.
 // Called by the dispatcher only.
-func (s *Subscription) deliver(ns []*Notification) (dropped int) {
+func (s *Subscription) deliver(ns []*pgnotify.Notification) (dropped int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(ns) > 0 {
@@ -198,7 +230,7 @@ func (s *Subscription) deliver(ns []*Notification) (dropped int) {
 
 // pushEvent places a Dead or Recovered event after everything delivered so
 // far. It is never dropped and does not count against the bound.
-func (s *Subscription) pushEvent(ev Event) {
+func (s *Subscription) pushEvent(ev pgnotify.Event) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -217,25 +249,29 @@ func (s *Subscription) wakeReaderLocked() {
 	}
 }
 
-// shut marks the subscription closed and releases its reader and a
-// dispatcher blocked on it; the buffer is let go.
-func (s *Subscription) shut() {
+// shut marks the subscription closed, with err for Next to return, and
+// releases its reader and a dispatcher blocked on it. The buffer is let
+// go, unless keep: then Next yields what it holds (a Dead event, say)
+// before err.
+func (s *Subscription) shut(err error, keep bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	s.closed = true
-	s.q = ring{}
-	s.ctrl = nil
+	s.closed, s.err, s.keep = true, err, keep
+	if !keep {
+		s.q = ring{}
+		s.ctrl = nil
+	}
 	close(s.done)
 }
 
 // Close ends the subscription: a blocked [Subscription.Next] returns
-// [ErrClosed], as does every later call. If it was the last subscription of
+// [pgnotify.ErrClosed], as does every later call. If it was the last subscription of
 // a channel, Close returns once the Bus's connection has UNLISTENed it (one
 // round trip, waited for at most the health-check timeout; see
-// [WithBusHealthCheck]), so that the connection's pg_listening_channels() is
+// [WithHealthCheck]), so that the connection's pg_listening_channels() is
 // the union of the live subscriptions' channels. Close is safe from any
 // goroutine, also while Next is blocked, and returns nil, also when called
 // again.
@@ -244,107 +280,15 @@ func (s *Subscription) Close() error {
 	b.mu.Lock()
 	if s.removed {
 		b.mu.Unlock()
-		s.shut() // Bus.Close may be shutting it at this moment
+		s.shut(pgnotify.ErrClosed, false) // Bus.Close may be shutting it at this moment
 		return nil
 	}
 	last := b.removeLocked(s)
 	b.mu.Unlock()
-	s.shut()
+	s.shut(pgnotify.ErrClosed, false)
 	if last {
 		b.kickSync()
 		b.awaitUnlistened(s.channels)
 	}
 	return nil
-}
-
-// signal makes a non-blocking send on a channel of capacity 1.
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-// ring is a subscription's buffer: a power-of-two circular array grown on
-// demand, so an idle subscription holds none. r and w are sequence numbers
-// that only grow: the next notification to read and the next to write.
-type ring struct {
-	buf  []*Notification
-	r, w uint64
-}
-
-func (q *ring) len() int { return int(q.w - q.r) }
-
-// pushDropping appends ns, dropping the oldest to keep at most bound, and
-// returns how many it dropped.
-func (q *ring) pushDropping(ns []*Notification, bound int) (dropped int) {
-	if excess := len(ns) - bound; excess > 0 {
-		// Only the newest bound of ns can survive: the rest, and all
-		// that is buffered, go.
-		dropped = excess + q.len()
-		q.r = q.w + uint64(excess)
-		q.w = q.r
-		ns = ns[excess:]
-		q.clearAll()
-	}
-	if over := q.len() + len(ns) - bound; over > 0 {
-		for i := range over {
-			q.buf[(q.r+uint64(i))&uint64(len(q.buf)-1)] = nil
-		}
-		q.r += uint64(over)
-		dropped += over
-	}
-	q.reserve(q.len()+len(ns), bound)
-	mask := uint64(len(q.buf) - 1)
-	for _, n := range ns {
-		q.buf[q.w&mask] = n
-		q.w++
-	}
-	return dropped
-}
-
-// reserve grows buf to hold n, doubling from 8, never past the power of two
-// that holds bound.
-func (q *ring) reserve(n, bound int) {
-	if n <= len(q.buf) {
-		return
-	}
-	size := max(8, len(q.buf))
-	for size < n {
-		size *= 2
-	}
-	size = min(size, ceilPow2(bound))
-	nb := make([]*Notification, size)
-	for i := q.r; i < q.w; i++ {
-		nb[i&uint64(size-1)] = q.buf[i&uint64(len(q.buf)-1)]
-	}
-	q.buf = nb
-}
-
-// take removes the k oldest notifications and returns them in a new slice.
-// An emptied buffer of more than a few slots is let go, so that a burst
-// does not pin its peak size.
-func (q *ring) take(k int) []*Notification {
-	out := make([]*Notification, k)
-	mask := uint64(len(q.buf) - 1)
-	for i := range out {
-		j := (q.r + uint64(i)) & mask
-		out[i] = q.buf[j]
-		q.buf[j] = nil
-	}
-	q.r += uint64(k)
-	if q.r == q.w && len(q.buf) > 64 {
-		q.buf = nil
-	}
-	return out
-}
-
-func (q *ring) clearAll() { clear(q.buf) }
-
-func ceilPow2(n int) int {
-	p := 1
-	for p < n {
-		p *= 2
-	}
-	return p
 }

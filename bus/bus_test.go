@@ -1,4 +1,4 @@
-package pgnotifytest
+package bus_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/bus"
 )
 
 // busDialer is a ConnectFunc for a Bus that counts its dials, remembers the
@@ -60,13 +61,13 @@ func (d *busDialer) lastPID() uint32 {
 }
 
 // newBus returns a Bus on d, closed when t ends (and checked to close).
-func newBus(t testing.TB, d *busDialer, opts ...pgnotify.BusOption) *pgnotify.Bus {
+func newBus(t testing.TB, d *busDialer, opts ...bus.Option) *bus.Bus {
 	t.Helper()
 	requireServer(t)
 	if d.url == "" {
 		d.url = connString
 	}
-	b := pgnotify.NewBus(d.connect, opts...)
+	b := bus.New(d.connect, opts...)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -75,7 +76,7 @@ func newBus(t testing.TB, d *busDialer, opts ...pgnotify.BusOption) *pgnotify.Bu
 	return b
 }
 
-func subscribe(t testing.TB, ctx context.Context, b *pgnotify.Bus, channels []string, opts ...pgnotify.SubscribeOption) *pgnotify.Subscription {
+func subscribe(t testing.TB, ctx context.Context, b *bus.Bus, channels []string, opts ...bus.SubscribeOption) *bus.Subscription {
 	t.Helper()
 	s, err := b.Subscribe(ctx, channels, opts...)
 	require.NoError(t, err)
@@ -84,7 +85,7 @@ func subscribe(t testing.TB, ctx context.Context, b *pgnotify.Bus, channels []st
 }
 
 // subNext returns the next event of s, failing t on error.
-func subNext(t testing.TB, ctx context.Context, s *pgnotify.Subscription) pgnotify.Event {
+func subNext(t testing.TB, ctx context.Context, s *bus.Subscription) pgnotify.Event {
 	t.Helper()
 	ev, err := s.Next(ctx)
 	require.NoError(t, err)
@@ -95,7 +96,7 @@ func subNext(t testing.TB, ctx context.Context, s *pgnotify.Subscription) pgnoti
 
 // subPayloads reads Batch events of s until want notifications arrived,
 // failing on any other kind.
-func subPayloads(t testing.TB, ctx context.Context, s *pgnotify.Subscription, want int) []string {
+func subPayloads(t testing.TB, ctx context.Context, s *bus.Subscription, want int) []string {
 	t.Helper()
 	var got []string
 	for len(got) < want {
@@ -127,7 +128,7 @@ func messagesOn(channel, prefix string, n int) []pgnotify.Message {
 // then probe, which s listens on. The server sends them in that order, so
 // once s has the probe, anything on channels would have been received
 // before it; the Bus's Received count says nothing was.
-func assertNotListened(t testing.TB, ctx context.Context, b *pgnotify.Bus, s *pgnotify.Subscription, probe string, channels ...string) {
+func assertNotListened(t testing.TB, ctx context.Context, b *bus.Bus, s *bus.Subscription, probe string, channels ...string) {
 	t.Helper()
 	before := b.Stats().Received
 	var msgs []pgnotify.Message
@@ -146,7 +147,7 @@ func TestBusDeliversItsChannelsInOrderExactlyOnce(t *testing.T) {
 	b := newBus(t, d)
 	sa := subscribe(t, ctx, b, []string{"bus_a"})
 	sb := subscribe(t, ctx, b, []string{"Bus B"})
-	sab := subscribe(t, ctx, b, []string{"bus_a", "Bus B", "bus_a"}, pgnotify.WithBuffer(0))
+	sab := subscribe(t, ctx, b, []string{"bus_a", "Bus B", "bus_a"}, bus.WithBuffer(0))
 	assert.Equal(t, []string{"bus_a", "Bus B"}, sab.Channels())
 
 	const n = 300
@@ -247,7 +248,7 @@ func TestBusChurn(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for r := range rounds {
 				chs := []string{fmt.Sprintf("churn%d", rng.IntN(3)), fmt.Sprintf("own%d_%d", w, r%3)}
-				s, err := b.Subscribe(ctx, chs, pgnotify.WithBuffer(100000))
+				s, err := b.Subscribe(ctx, chs, bus.WithBuffer(100000))
 				if err != nil {
 					return fmt.Errorf("worker %d round %d: subscribe: %w", w, r, err)
 				}
@@ -346,7 +347,7 @@ func TestBusSubscribeWaitsForDatabase(t *testing.T) {
 	ctx := testContext(t)
 	d := &busDialer{}
 	d.down.Store(true)
-	b := newBus(t, d, pgnotify.WithBusReconnect(5*time.Millisecond, 50*time.Millisecond))
+	b := newBus(t, d, bus.WithReconnect(5*time.Millisecond, 50*time.Millisecond))
 
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	_, err := b.Subscribe(short, []string{"down"})
@@ -355,7 +356,7 @@ func TestBusSubscribeWaitsForDatabase(t *testing.T) {
 	assert.Contains(t, err.Error(), "connection attempt")
 
 	type result struct {
-		s   *pgnotify.Subscription
+		s   *bus.Subscription
 		err error
 	}
 	res := make(chan result, 1)
@@ -379,8 +380,8 @@ func TestBusSubscribeWaitsForDatabase(t *testing.T) {
 func TestBusDropOldestExactDropped(t *testing.T) {
 	ctx := testContext(t)
 	b := newBus(t, &busDialer{})
-	slow := subscribe(t, ctx, b, []string{"lossy"}, pgnotify.WithBuffer(10))
-	fast := subscribe(t, ctx, b, []string{"lossy"}, pgnotify.WithBuffer(1000))
+	slow := subscribe(t, ctx, b, []string{"lossy"}, bus.WithBuffer(10))
+	fast := subscribe(t, ctx, b, []string{"lossy"}, bus.WithBuffer(1000))
 	notifyMany(t, messagesOn("lossy", "", 100)...)
 	assert.Equal(t, seq("", 100), subPayloads(t, ctx, fast, 100))
 	waitUntil(t, 10*time.Second, "delivery to both", func() bool { return b.Stats().Delivered == 200 })
@@ -401,8 +402,8 @@ func TestBusDropOldestExactDropped(t *testing.T) {
 func TestBusStalledSubscriberDoesNotSlowOthers(t *testing.T) {
 	ctx := testContext(t)
 	b := newBus(t, &busDialer{})
-	stalled := subscribe(t, ctx, b, []string{"flood"}, pgnotify.WithBuffer(8))
-	fast := subscribe(t, ctx, b, []string{"flood"}, pgnotify.WithBuffer(20000))
+	stalled := subscribe(t, ctx, b, []string{"flood"}, bus.WithBuffer(8))
+	fast := subscribe(t, ctx, b, []string{"flood"}, bus.WithBuffer(20000))
 	const total = 20000
 	for i := 0; i < total; i += 1000 {
 		msgs := make([]pgnotify.Message, 1000)
@@ -424,8 +425,8 @@ func TestBusStalledSubscriberDoesNotSlowOthers(t *testing.T) {
 // bound is small too.
 func TestBusOverflowBlockLossless(t *testing.T) {
 	ctx := testContext(t)
-	b := newBus(t, &busDialer{}, pgnotify.WithBusMaxPending(16))
-	s := subscribe(t, ctx, b, []string{"lossless"}, pgnotify.WithBuffer(2), pgnotify.WithOverflow(pgnotify.OverflowBlock))
+	b := newBus(t, &busDialer{}, bus.WithMaxPending(16))
+	s := subscribe(t, ctx, b, []string{"lossless"}, bus.WithBuffer(2), bus.WithOverflow(bus.OverflowBlock))
 	const total = 5000
 	for i := 0; i < total; i += 500 {
 		msgs := make([]pgnotify.Message, 500)
@@ -452,9 +453,9 @@ func TestBusOverflowBlockLossless(t *testing.T) {
 // everything.
 func TestBusOverflowBlockCloseReleases(t *testing.T) {
 	ctx := testContext(t)
-	b := newBus(t, &busDialer{}, pgnotify.WithBusMaxPending(16))
-	stuck := subscribe(t, ctx, b, []string{"held"}, pgnotify.WithBuffer(1), pgnotify.WithOverflow(pgnotify.OverflowBlock))
-	other := subscribe(t, ctx, b, []string{"held"}, pgnotify.WithBuffer(1), pgnotify.WithOverflow(pgnotify.OverflowBlock))
+	b := newBus(t, &busDialer{}, bus.WithMaxPending(16))
+	stuck := subscribe(t, ctx, b, []string{"held"}, bus.WithBuffer(1), bus.WithOverflow(bus.OverflowBlock))
+	other := subscribe(t, ctx, b, []string{"held"}, bus.WithBuffer(1), bus.WithOverflow(bus.OverflowBlock))
 	notifyMany(t, messagesOn("held", "", 500)...)
 	// stuck took one and holds the Bus with the rest.
 	waitUntil(t, 10*time.Second, "the first delivery", func() bool { return b.Stats().Delivered > 0 })
@@ -465,7 +466,7 @@ func TestBusOverflowBlockCloseReleases(t *testing.T) {
 
 // busRecovery checks that every subscription gets Dead then Recovered, and
 // nothing but those, and then every notification sent after.
-func busRecovery(t *testing.T, ctx context.Context, subs []*pgnotify.Subscription, fault func()) {
+func busRecovery(t *testing.T, ctx context.Context, subs []*bus.Subscription, fault func()) {
 	fault()
 	for i, s := range subs {
 		ev := subNext(t, ctx, s)
@@ -479,12 +480,12 @@ func busRecovery(t *testing.T, ctx context.Context, subs []*pgnotify.Subscriptio
 func TestBusTerminatedBackendDeadThenRecovered(t *testing.T) {
 	ctx := testContext(t)
 	d := &busDialer{}
-	b := newBus(t, d, pgnotify.WithBusReconnect(5*time.Millisecond, 100*time.Millisecond))
+	b := newBus(t, d, bus.WithReconnect(5*time.Millisecond, 100*time.Millisecond))
 	sa := subscribe(t, ctx, b, []string{"t_a"})
 	sb := subscribe(t, ctx, b, []string{"t_b"})
 	sab := subscribe(t, ctx, b, []string{"t_a", "t_b"})
 	before := d.lastPID()
-	busRecovery(t, ctx, []*pgnotify.Subscription{sa, sb, sab}, func() {
+	busRecovery(t, ctx, []*bus.Subscription{sa, sb, sab}, func() {
 		adminExec(t, "select pg_terminate_backend($1)", before)
 	})
 	assert.NotEqual(t, before, d.lastPID())
@@ -502,7 +503,7 @@ func TestBusTerminatedBackendDeadThenRecovered(t *testing.T) {
 func TestBusTerminatedBackendCause(t *testing.T) {
 	ctx := testContext(t)
 	d := &busDialer{}
-	b := newBus(t, d, pgnotify.WithBusReconnect(5*time.Millisecond, 100*time.Millisecond))
+	b := newBus(t, d, bus.WithReconnect(5*time.Millisecond, 100*time.Millisecond))
 	s := subscribe(t, ctx, b, []string{"cause"})
 	adminExec(t, "select pg_terminate_backend($1)", d.lastPID())
 	ev := subNext(t, ctx, s)
@@ -522,14 +523,14 @@ func TestBusServerRestart(t *testing.T) {
 			ctx := testContext(t)
 			cluster := ownCluster(t)
 			d := &busDialer{url: cluster.ConnString()}
-			b := newBus(t, d, pgnotify.WithBusReconnect(5*time.Millisecond, 100*time.Millisecond))
-			subs := []*pgnotify.Subscription{
+			b := newBus(t, d, bus.WithReconnect(5*time.Millisecond, 100*time.Millisecond))
+			subs := []*bus.Subscription{
 				subscribe(t, ctx, b, []string{"r_a"}),
 				subscribe(t, ctx, b, []string{"r_b"}),
 				subscribe(t, ctx, b, []string{"r_a", "r_b"}),
 			}
 			gone := subscribe(t, ctx, b, []string{"r_gone"})
-			late := make(chan *pgnotify.Subscription, 1)
+			late := make(chan *bus.Subscription, 1)
 			lateErr := make(chan error, 1)
 			busRecovery(t, ctx, subs, func() {
 				go func() {
@@ -608,7 +609,7 @@ func TestBusCloseLeavesNothing(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	app := fmt.Sprintf("pgnotify-bus-%d", rand.Int64())
 	d := &busDialer{mutate: func(c *pgx.ConnConfig) { c.RuntimeParams["application_name"] = app }}
-	b := newBus(t, d, pgnotify.WithBusReconnect(5*time.Millisecond, 50*time.Millisecond))
+	b := newBus(t, d, bus.WithReconnect(5*time.Millisecond, 50*time.Millisecond))
 	s := subscribe(t, ctx, b, []string{"leave"})
 	backends := func() int {
 		var n int

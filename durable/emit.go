@@ -14,6 +14,15 @@ import (
 // ample room, and every such message is also held in the consumer's memory.
 const MaxPayloadLen = 64 << 20
 
+// MaxEmitLen is the most payload bytes one [Emit] call carries, all its
+// messages together. The server takes one statement's parameters in one
+// message of at most 1 GiB, and a call near that fails on the wire and
+// closes the caller's connection; above MaxEmitLen, Emit fails with an
+// error wrapping [pgnotify.ErrPayloadTooLong] before sending anything, and
+// the connection stays usable. Emit more in several calls (in one
+// transaction if they belong together).
+const MaxEmitLen = 256 << 20
+
 // prefix is the namespace of the logical decoding messages this package
 // writes: a message's prefix is prefix + its channel. Other prefixes (other
 // programs' messages) are skipped by every stream.
@@ -23,9 +32,18 @@ const prefix = "pgnotify:"
 // go as two arrays in one statement, whatever their number (a SELECT list
 // would hit the 1664-column limit); unnest yields the rows in array order and
 // the aggregate evaluates its argument row by row, which keeps the order.
+//
+// Both check wal_level in the same statement: the server writes such
+// messages at any wal_level, but below logical no slot can ever read them.
+// The WHERE clause references no row, so the plan evaluates it once, as a
+// one-time filter, before any message is written; below logical it asks for
+// a setting that does not exist, which fails the statement with SQLSTATE
+// 42704 and a message that names the problem in the server's log.
 const (
-	emitOne  = `SELECT pg_logical_emit_message(true, $1::text, $2::bytea)`
-	emitMany = `SELECT count(pg_logical_emit_message(true, p, c)) FROM unnest($1::text[], $2::bytea[]) AS m(p, c)`
+	walCheck = ` WHERE current_setting(CASE current_setting('wal_level') WHEN 'logical' THEN 'wal_level'` +
+		` ELSE 'pgnotify.wal_level_is_not_logical' END) IS NOT NULL`
+	emitOne  = `SELECT pg_logical_emit_message(true, $1::text, $2::bytea)` + walCheck
+	emitMany = `SELECT count(pg_logical_emit_message(true, p, c)) FROM unnest($1::text[], $2::bytea[]) AS m(p, c)` + walCheck
 )
 
 // Emit writes msgs into the write-ahead log as logical decoding messages, in
@@ -35,15 +53,18 @@ const (
 // form a transaction of their own. db is anything that can Exec: *pgx.Conn,
 // pgx.Tx, *pgxpool.Pool, *pgxpool.Conn.
 //
-// Every channel is checked with [pgnotify.ValidateChannel] and every payload's
-// length against [MaxPayloadLen] (an error wrapping
-// [pgnotify.ErrPayloadTooLong]) before anything is sent: one bad message sends
-// none. Payloads are bytes as far as the server is concerned: any content,
-// NUL bytes included, arrives unchanged. Exact duplicates are kept. No
-// messages is a no-op. The role needs no special privilege; the server needs
-// wal_level = logical (without it the messages are written but no stream
-// can read them, and no error is raised).
+// Every channel is checked with [pgnotify.ValidateChannel], every payload's
+// length against [MaxPayloadLen] and their total against [MaxEmitLen] (errors
+// wrapping [pgnotify.ErrPayloadTooLong]) before anything is sent: one bad
+// message sends none. Payloads are bytes as far as the server is concerned:
+// any content, NUL bytes included, arrives unchanged. Exact duplicates are
+// kept. No messages is a no-op. The role needs no special privilege. On a
+// server whose wal_level is not logical, where no stream could ever read the
+// messages, Emit fails with [ErrWalLevel] and writes nothing; the check is part
+// of the same statement, not an extra round trip (as with any failed
+// statement, a transaction db is in is then aborted).
 func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) error {
+	total := 0
 	for _, m := range msgs {
 		if err := pgnotify.ValidateChannel(m.Channel); err != nil {
 			return err
@@ -51,6 +72,10 @@ func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) err
 		if len(m.Payload) > MaxPayloadLen {
 			return &payloadError{channel: m.Channel, size: len(m.Payload)}
 		}
+		total += len(m.Payload)
+	}
+	if total > MaxEmitLen {
+		return &payloadError{size: total}
 	}
 	var err error
 	switch len(msgs) {
@@ -68,6 +93,9 @@ func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) err
 		_, err = db.Exec(ctx, emitMany, prefixes, payloads)
 	}
 	if err != nil {
+		if hasCode(err, codeUndefinedObject) { // only walCheck names an undefined object
+			return fmt.Errorf("%w; nothing was emitted: %w", ErrWalLevel, err)
+		}
 		return fmt.Errorf("durable: emit %d message(s): %w", len(msgs), err)
 	}
 	return nil

@@ -3,7 +3,6 @@ package durable
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 )
 
@@ -31,7 +30,7 @@ func parseMessage(src []byte) (transactional bool, msgPrefix, content []byte, er
 	rest := src[head:]
 	end := bytes.IndexByte(rest, 0)
 	if end < 0 || len(rest)-end-1 < 4 {
-		return false, nil, nil, errors.New("durable: logical decoding message without a terminated prefix and a length")
+		return false, nil, nil, errUnterminated
 	}
 	msgPrefix, rest = rest[:end], rest[end+1:]
 	n := binary.BigEndian.Uint32(rest)

@@ -27,7 +27,11 @@
 //
 // [Emit] calls pg_logical_emit_message(true, 'pgnotify:'+channel, payload):
 // the message is written into the WAL as part of the producer's transaction,
-// and exists only if that commits. A logical replication slot made by
+// and exists only if that commits. An Emit of several messages packs them
+// into as few logical decoding messages as their sizes allow (prefix
+// 'pgnotify:' alone, each message framed with its channel), since the server
+// pays per logical decoding message; streams read both forms, and streams of
+// versions before framing skip frames, so upgrade consumers first. A logical replication slot made by
 // [CreateSlot] (plugin pgoutput, publication [Publication]) keeps every WAL
 // record from the position its consumer last confirmed. [Open] streams the
 // slot with pgoutput's messages option (PostgreSQL 14 and later), through

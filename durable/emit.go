@@ -2,6 +2,7 @@ package durable
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/seed-c59d106d/pgnotify"
@@ -24,9 +25,24 @@ const MaxPayloadLen = 64 << 20
 const MaxEmitLen = 256 << 20
 
 // prefix is the namespace of the logical decoding messages this package
-// writes: a message's prefix is prefix + its channel. Other prefixes (other
-// programs' messages) are skipped by every stream.
+// writes: a message's prefix is prefix + its channel, and a frame's (several
+// messages in one, see pack) is prefix alone, which no channel can make since
+// channels are never empty. Other prefixes (other programs' messages) are
+// skipped by every stream.
 const prefix = "pgnotify:"
+
+// Framing. The walsender's cost is per logical decoding message, so an Emit
+// of several messages packs them into frames: a version byte, then per
+// message the channel's length (1 byte: channels have at most 63), the
+// channel, the payload's length (4 bytes, big-endian) and the payload.
+const (
+	frameVersion = 1
+	frameEntry   = 1 + 4 // an entry's length bytes
+)
+
+// frameMax is the most bytes one frame holds; a message too large to fit
+// in one alone is written on its own, unframed. Tests lower it.
+var frameMax = MaxPayloadLen
 
 // emitOne and emitMany write transactional logical decoding messages. Many
 // go as two arrays in one statement, whatever their number (a SELECT list
@@ -47,7 +63,11 @@ const (
 )
 
 // Emit writes msgs into the write-ahead log as logical decoding messages, in
-// order, in one round trip. They are transactional: when db is a transaction
+// order, in one round trip. Several messages travel together in as few
+// logical decoding messages as their sizes allow (the server's cost is per
+// such message); a stream decodes them into the same batch, in order. A
+// stream of a version of this package from before framing skips such
+// messages: upgrade consumers before producers. They are transactional: when db is a transaction
 // (pgx.Tx) they commit or roll back with it, and consumers see them only once
 // it commits, as one batch; on a connection or pool outside a transaction they
 // form a transaction of their own. db is anything that can Exec: *pgx.Conn,
@@ -84,13 +104,12 @@ func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) err
 	case 1:
 		_, err = db.Exec(ctx, emitOne, prefix+msgs[0].Channel, []byte(msgs[0].Payload))
 	default:
-		prefixes := make([]string, len(msgs))
-		payloads := make([][]byte, len(msgs))
-		for i, m := range msgs {
-			prefixes[i] = prefix + m.Channel
-			payloads[i] = []byte(m.Payload)
+		prefixes, contents := pack(msgs, total)
+		if len(prefixes) == 1 {
+			_, err = db.Exec(ctx, emitOne, prefixes[0], contents[0])
+		} else {
+			_, err = db.Exec(ctx, emitMany, prefixes, contents)
 		}
-		_, err = db.Exec(ctx, emitMany, prefixes, payloads)
 	}
 	if err != nil {
 		if hasCode(err, codeUndefinedObject) { // only walCheck names an undefined object
@@ -99,4 +118,45 @@ func Emit(ctx context.Context, db pgnotify.Execer, msgs ...pgnotify.Message) err
 		return fmt.Errorf("durable: emit %d message(s): %w", len(msgs), err)
 	}
 	return nil
+}
+
+// pack turns msgs (whose payloads total total bytes) into logical decoding
+// messages, in order: as few frames as frameMax allows, and a message too
+// large for a frame of its own as an unframed message.
+func pack(msgs []pgnotify.Message, total int) (prefixes []string, contents [][]byte) {
+	var frame []byte
+	left := total // what is still to frame, for a frame's capacity
+	for _, m := range msgs {
+		left += frameEntry + len(m.Channel)
+	}
+	flush := func() {
+		if frame != nil {
+			prefixes = append(prefixes, prefix)
+			contents = append(contents, frame)
+			frame = nil
+		}
+	}
+	for _, m := range msgs {
+		size := frameEntry + len(m.Channel) + len(m.Payload)
+		left -= size
+		if 1+size > frameMax {
+			flush()
+			prefixes = append(prefixes, prefix+m.Channel)
+			contents = append(contents, []byte(m.Payload))
+			continue
+		}
+		if frame != nil && len(frame)+size > frameMax {
+			flush()
+		}
+		if frame == nil {
+			frame = make([]byte, 1, min(frameMax, 1+size+left))
+			frame[0] = frameVersion
+		}
+		frame = append(frame, byte(len(m.Channel)))
+		frame = append(frame, m.Channel...)
+		frame = binary.BigEndian.AppendUint32(frame, uint32(len(m.Payload)))
+		frame = append(frame, m.Payload...)
+	}
+	flush()
+	return prefixes, contents
 }

@@ -56,6 +56,8 @@ var (
 	errStateShape     = errors.New("durable: read server state: unexpected result shape")
 	errUnterminated   = errors.New("durable: logical decoding message without a terminated prefix and a length")
 	errServerStopping = errors.New("durable: the server is shutting down (it refuses new connections) while this stream, held back by its consumer, had stopped reading: closing the connection so that the server can stop; the stream reconnects")
+	errFrameVersion   = errors.New("durable: a framed message of an unknown version (written by a newer version of package durable): upgrade this consumer")
+	errTruncatedFrame = errors.New("durable: a framed message is truncated")
 	errUnsentAck      = errors.New("durable: closed without a connection: the last acknowledgements did not reach the server, and those batches will come again")
 )
 

@@ -374,7 +374,11 @@ func (r *receiver) decode(data []byte) (pushed bool, err error) {
 		if !transactional || r.txn == nil {
 			return false, nil
 		}
-		if ch, ok := r.s.channelOf(msgPrefix); ok {
+		if string(msgPrefix) == prefix {
+			if err := r.s.unframe(r.txn, content); err != nil {
+				return false, err
+			}
+		} else if ch, ok := r.s.channelOf(msgPrefix); ok {
 			r.txn.add(ch, content)
 		}
 	case pglogrepl.MessageTypeCommit:

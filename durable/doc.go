@@ -31,9 +31,10 @@
 // into as few logical decoding messages as their sizes allow (prefix
 // 'pgnotify:' alone, each message framed with its channel), since the server
 // pays per logical decoding message; streams read both forms, and streams of
-// versions before framing skip frames, so upgrade consumers first. A logical replication slot made by
-// [CreateSlot] (plugin pgoutput, publication [Publication]) keeps every WAL
-// record from the position its consumer last confirmed. [Open] streams the
+// versions before framing skip frames, so upgrade consumers first. A logical
+// replication slot made by [CreateSlot] (plugin pgoutput, publication
+// [Publication]) keeps every WAL record from the position its consumer last
+// confirmed. [Open] streams the
 // slot with pgoutput's messages option (PostgreSQL 14 and later), through
 // github.com/jackc/pglogrepl, and yields each committed transaction's messages
 // on the stream's channels as one [pgnotify.Batch] event, with the

@@ -47,6 +47,7 @@ type receiver struct {
 // txn collects one transaction's messages on the stream's channels.
 type txn struct {
 	commit pglogrepl.LSN
+	reads  int // logical decoding messages read: a frame carries many notifications in one
 	msgs   []*pgnotify.Notification
 	size   int
 	slab   []pgnotify.Notification // allocated ahead, growing with the transaction
@@ -276,7 +277,7 @@ func (r *receiver) sendAckIfDue(conn *pgconn.PgConn) error {
 // a read had to wait, pausing briefly lets the socket fill, and the next
 // reads take many messages at a time.
 const (
-	coalesceAfter = 16                    // messages into a transaction
+	coalesceAfter = 16                    // logical decoding messages into a transaction
 	coalesceWait  = 20 * time.Microsecond // a read that took this long waited for data
 	coalescePause = time.Millisecond      // at most this much later delivery of a large transaction
 )
@@ -284,7 +285,7 @@ const (
 // coalesce pauses after a read that waited inside a large transaction, and
 // reports whether it did.
 func (r *receiver) coalesce(took time.Duration) bool {
-	if r.txn != nil && len(r.txn.msgs) >= coalesceAfter && took >= coalesceWait {
+	if r.txn != nil && r.txn.reads >= coalesceAfter && took >= coalesceWait {
 		time.Sleep(coalescePause)
 		return true
 	}
@@ -374,6 +375,7 @@ func (r *receiver) decode(data []byte) (pushed bool, err error) {
 		if !transactional || r.txn == nil {
 			return false, nil
 		}
+		r.txn.reads++
 		if string(msgPrefix) == prefix {
 			if err := r.s.unframe(r.txn, content); err != nil {
 				return false, err

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,19 +25,30 @@ const (
 	childSlot    = "DURABLE_TEST_CHILD_SLOT" // slot to read
 	childChannel = "DURABLE_TEST_CHILD_CHAN" // channel to read
 	childHold    = "DURABLE_TEST_CHILD_HOLD" // hold (never acknowledge) the n-th batch, from 1
+	childMode    = "DURABLE_TEST_CHILD_MODE" // "" (quick status updates), "default" (no options) or "parallel"
 )
 
 // childMain is the consumer process. It prints one line per event:
 // "batch LSN PAYLOAD,PAYLOAD", "dead", "recovered", and "holding LSN" when
-// it reaches the batch to hold, which it then keeps until killed.
+// it reaches the batch to hold, which it then keeps until killed. In mode
+// "parallel" it hands batches to workers instead (see parallelChild).
 func childMain() int {
 	hold, _ := strconv.Atoi(os.Getenv(childHold))
 	ctx := context.Background()
-	s, err := durable.Open(ctx, os.Getenv(childURL), os.Getenv(childSlot), []string{os.Getenv(childChannel)},
-		durable.WithStatusInterval(50*time.Millisecond), durable.WithReconnect(20*time.Millisecond, 200*time.Millisecond))
+	var opts []durable.Option
+	switch os.Getenv(childMode) {
+	case "":
+		opts = []durable.Option{durable.WithStatusInterval(50 * time.Millisecond), durable.WithReconnect(20*time.Millisecond, 200*time.Millisecond)}
+	case "parallel":
+		opts = []durable.Option{durable.WithManualAck()}
+	}
+	s, err := durable.Open(ctx, os.Getenv(childURL), os.Getenv(childSlot), []string{os.Getenv(childChannel)}, opts...)
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
+	}
+	if os.Getenv(childMode) == "parallel" {
+		return parallelChild(ctx, s, hold)
 	}
 	out := bufio.NewWriter(os.Stdout)
 	for n := 0; ; {
@@ -68,6 +80,46 @@ func childMain() int {
 	}
 }
 
+// parallelChild hands each batch to one of four workers, which acknowledge
+// it with Ack in whatever order they finish, except the hold-th batch, which
+// its worker keeps until the process is killed. Workers print "acked LSN"
+// and "holding LSN"; the other batches' order of acknowledgement depends on
+// the scheduler, as in a real dispatcher.
+func parallelChild(ctx context.Context, s *durable.Stream, hold int) int {
+	var mu sync.Mutex // serialises output lines
+	say := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Printf(format+"\n", args...)
+	}
+	work := make(chan pgnotify.Event)
+	for range 4 {
+		go func() {
+			for ev := range work {
+				if ev.Notifications[0].Payload == strconv.Itoa(hold) {
+					say("holding %d", ev.LSN)
+					continue // never acknowledged
+				}
+				if err := s.Ack(ev.LSN); err != nil {
+					say("error %v", err)
+					continue
+				}
+				say("acked %d", ev.LSN)
+			}
+		}()
+	}
+	for {
+		ev, err := s.Next(ctx)
+		if err != nil {
+			say("error %v", err)
+			return 1
+		}
+		if ev.Kind == pgnotify.Batch {
+			work <- ev
+		}
+	}
+}
+
 // child is a running consumer process.
 type child struct {
 	cmd   *exec.Cmd
@@ -75,12 +127,19 @@ type child struct {
 }
 
 // startChild starts a consumer of slot's channel that holds its hold-th
-// batch. It is killed, if still running, when t ends.
+// batch, with quick status updates. It is killed, if still running, when t
+// ends.
 func startChild(t *testing.T, slot, channel string, hold int) *child {
+	t.Helper()
+	return startChildMode(t, slot, channel, hold, "")
+}
+
+// startChildMode starts a consumer in mode (see childMode).
+func startChildMode(t *testing.T, slot, channel string, hold int, mode string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", childURL+"="+connString, childSlot+"="+slot,
-		childChannel+"="+channel, childHold+"="+strconv.Itoa(hold))
+		childChannel+"="+channel, childHold+"="+strconv.Itoa(hold), childMode+"="+mode)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

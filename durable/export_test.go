@@ -6,3 +6,10 @@ func WithMaxPending(items, bytes int) Option {
 		c.maxPendingItems, c.maxPendingBytes = items, bytes
 	}
 }
+
+// InNext reports whether a goroutine is inside s.Next.
+func InNext(s *Stream) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inNext
+}

@@ -230,8 +230,9 @@ func TestSlowConsumerOutlivesWalSenderTimeout(t *testing.T) {
 	}
 }
 
-// TestWalLevel: a server without wal_level = logical fails CreateSlot and
-// Open with ErrWalLevel, which says how to change it.
+// TestWalLevel: a server without wal_level = logical fails CreateSlot, Open
+// and Emit (one message or several) with ErrWalLevel, which says how to
+// change it; Emit writes nothing, and the caller's connection stays usable.
 func TestWalLevel(t *testing.T) {
 	requireServer(t)
 	ctx := testContext(t)
@@ -246,6 +247,25 @@ func TestWalLevel(t *testing.T) {
 	}
 	if _, err := durable.Open(ctx, c.ConnString(), "s", []string{"x"}); !errors.Is(err, durable.ErrWalLevel) {
 		t.Fatalf("Open: %v, want ErrWalLevel", err)
+	}
+	conn := connect(t, c.ConnString())
+	before := currentLSN(t, conn)
+	for _, n := range []int{1, 3} {
+		msgs := make([]pgnotify.Message, n)
+		for i := range msgs {
+			msgs[i] = pgnotify.Message{Channel: "x", Payload: "lost"}
+		}
+		err := durable.Emit(ctx, conn, msgs...)
+		if !errors.Is(err, durable.ErrWalLevel) {
+			t.Fatalf("Emit of %d: %v, want ErrWalLevel", n, err)
+		}
+		t.Logf("Emit of %d: %v", n, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatalf("the connection after Emit failed: %v", err)
+	}
+	if after := currentLSN(t, conn); after != before {
+		t.Errorf("WAL moved from %v to %v: Emit wrote something", before, after)
 	}
 }
 
@@ -389,5 +409,9 @@ func TestSlotInvalidated(t *testing.T) {
 	}
 	if _, err := durable.RetainedWAL(ctx, connString, slot); !errors.Is(err, durable.ErrSlotInvalidated) {
 		t.Fatalf("RetainedWAL: %v, want ErrSlotInvalidated", err)
+	}
+	err := durable.CreateSlot(ctx, connString, slot)
+	if !errors.Is(err, durable.ErrSlotInvalidated) || !strings.Contains(err.Error(), "drop it") {
+		t.Fatalf("CreateSlot on the invalidated slot: %v, want ErrSlotInvalidated saying to drop it", err)
 	}
 }

@@ -205,15 +205,24 @@ func currentLSN(t testing.TB, conn *pgx.Conn) pglogrepl.LSN {
 // has not within timeout. It runs in the test's goroutine.
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !waitFor(timeout, cond) {
+		t.Fatalf("timed out waiting for %s (%v)", what, timeout)
+	}
+}
+
+// waitFor calls cond every 10 ms until it returns true or timeout has
+// passed, and reports whether it did.
+func waitFor(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (%v)", what, timeout)
+			return false
 		}
 		<-tick.C
 	}
+	return true
 }
 
 // waitReleased waits until no walsender holds slot.

@@ -3,7 +3,6 @@ package durable
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 )
 
@@ -31,7 +30,7 @@ func parseMessage(src []byte) (transactional bool, msgPrefix, content []byte, er
 	rest := src[head:]
 	end := bytes.IndexByte(rest, 0)
 	if end < 0 || len(rest)-end-1 < 4 {
-		return false, nil, nil, errors.New("durable: logical decoding message without a terminated prefix and a length")
+		return false, nil, nil, errUnterminated
 	}
 	msgPrefix, rest = rest[:end], rest[end+1:]
 	n := binary.BigEndian.Uint32(rest)
@@ -39,4 +38,31 @@ func parseMessage(src []byte) (transactional bool, msgPrefix, content []byte, er
 		return false, nil, nil, fmt.Errorf("durable: logical decoding message content of %d bytes in %d", n, len(rest))
 	}
 	return src[0] == 1, msgPrefix, rest[:n], nil
+}
+
+// unframe adds the messages of a frame (see pack) on the stream's channels
+// to t, in order.
+func (s *Stream) unframe(t *txn, frame []byte) error {
+	if len(frame) == 0 || frame[0] != frameVersion {
+		return errFrameVersion
+	}
+	rest := frame[1:]
+	for len(rest) > 0 {
+		n := int(rest[0])
+		rest = rest[1:]
+		if len(rest) < n+4 {
+			return errTruncatedFrame
+		}
+		channel := rest[:n]
+		size := binary.BigEndian.Uint32(rest[n:])
+		rest = rest[n+4:]
+		if uint64(size) > uint64(len(rest)) {
+			return errTruncatedFrame
+		}
+		if ch, ok := s.channels[string(channel)]; ok {
+			t.add(ch, rest[:size])
+		}
+		rest = rest[size:]
+	}
+	return nil
 }

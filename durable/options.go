@@ -13,6 +13,7 @@ type config struct {
 	backoffMin     time.Duration
 	backoffMax     time.Duration
 	logger         *slog.Logger // nil: no logging
+	manualAck      bool
 
 	// Limits on what the stream reads ahead of the consumer. Tests lower
 	// them; a batch that alone exceeds maxPendingBytes is still read.
@@ -31,8 +32,9 @@ func defaultConfig() config {
 }
 
 // WithStatusInterval sets how often the stream sends the server a standby
-// status update: the acknowledged position, and a sign of life. An
-// acknowledgement reaches the server within this interval. The default is 10
+// status update when nothing else makes it send one: a sign of life, which
+// also carries the position of skipped transactions. Acknowledgements do not
+// wait for it: they reach the server within about 20 ms. The default is 10
 // seconds; it is shortened to a third of the server's wal_sender_timeout when
 // that is shorter, so the server never drops a slow consumer. d <= 0 keeps the
 // default.
@@ -68,4 +70,13 @@ func WithReconnect(lo, hi time.Duration) Option {
 // logged.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
+}
+
+// WithManualAck makes the consumer acknowledge each batch itself, with
+// [Stream.Ack], instead of Next acknowledging the batch it returned last: for
+// consumers that hand batches to several goroutines and finish them in any
+// order. The slot then advances only past batches that are all acknowledged,
+// and Close acknowledges nothing more. By default Next acknowledges.
+func WithManualAck() Option {
+	return func(c *config) { c.manualAck = true }
 }

@@ -2,7 +2,6 @@ package durable
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -48,6 +47,7 @@ type receiver struct {
 // txn collects one transaction's messages on the stream's channels.
 type txn struct {
 	commit pglogrepl.LSN
+	reads  int // logical decoding messages read: a frame carries many notifications in one
 	msgs   []*pgnotify.Notification
 	size   int
 	slab   []pgnotify.Notification // allocated ahead, growing with the transaction
@@ -144,24 +144,33 @@ func (r *receiver) run(conn *pgconn.PgConn) {
 }
 
 // stream reads conn until it fails or the receiver's context ends. Between
-// reads it sends status updates on time; while the queue is full it stops
-// reading (TCP then holds the server back) but keeps sending them, so the
-// server never drops a slow consumer.
+// reads it sends status updates on time, and acknowledgements when kickAck
+// asks; while the queue is full it stops reading (TCP then holds the server
+// back) but keeps sending them, so the server never drops a slow consumer,
+// and probes whether the server is shutting down (see prober).
 func (r *receiver) stream(conn *pgconn.PgConn) error {
 	// Reads are bounded by a read deadline on the socket, not by a context:
 	// pgconn watches a cancellable context with a goroutine per call, which
 	// costs more than decoding a message. A timed-out read leaves the
 	// connection usable (pgconn closes it on any other read error), and
-	// Close interrupts a read by moving the deadline to now.
+	// Close and kickAck interrupt a read by moving the deadline to now.
 	nc := conn.Conn()
+	r.s.mu.Lock()
+	r.s.nc = nc
+	r.s.mu.Unlock()
 	fired := make(chan struct{})
 	stopWatch := context.AfterFunc(r.ctx, func() {
 		_ = nc.SetReadDeadline(time.Now())
 		close(fired)
 	})
+	probe := newProber(r.s.connCfg, conn)
 	defer func() {
+		probe.stop()
 		// The goodbye reads this connection next: clear the deadline only
-		// once Close's interruption can no longer set it.
+		// once neither Close's interruption nor kickAck can set it.
+		r.s.mu.Lock()
+		r.s.nc = nil
+		r.s.mu.Unlock()
 		if !stopWatch() {
 			<-fired
 		}
@@ -174,7 +183,9 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 	nextStatus := now.Add(r.interval)
 	lastHeard := now
 	deadline := time.Time{}
-	mayBeFull := true // the queue only grows here: check it again after a push
+	mayBeFull := true       // the queue only grows here: check it again after a push
+	var heldSince time.Time // when a full queue stopped the reads; zero once it is half empty
+	var nextProbe time.Time // when to probe next while held back
 	for {
 		if !now.Before(nextStatus) {
 			if now.Sub(lastHeard) > r.silence {
@@ -187,9 +198,24 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 			}
 			nextStatus = now.Add(r.interval)
 		}
-		if mayBeFull {
-			if r.s.full() {
-				if err := r.waitSpace(nextStatus); err != nil {
+		if err := r.sendAckIfDue(conn); err != nil {
+			return err
+		}
+		if mayBeFull || !heldSince.IsZero() {
+			full, low := r.s.fill()
+			if full {
+				if heldSince.IsZero() {
+					heldSince, nextProbe = now, now.Add(probeAfter)
+				}
+				if !now.Before(nextProbe) {
+					probe.start(r.ctx)
+					nextProbe = now.Add(probeEvery)
+				}
+				until := nextStatus
+				if nextProbe.Before(until) {
+					until = nextProbe
+				}
+				if err := r.waitSpace(until, probe); err != nil {
 					return err
 				}
 				// Not reading is not silence.
@@ -197,15 +223,21 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 				lastHeard = now
 				continue
 			}
+			if low {
+				heldSince = time.Time{}
+			}
 			mayBeFull = false
 		}
 		if !deadline.Equal(nextStatus) {
 			deadline = nextStatus
 			_ = nc.SetReadDeadline(deadline)
 		}
-		// After setting the deadline: a Close before it has set its own
-		// (now) already, and one after it is seen here.
+		// After setting the deadline: a Close or a kickAck before it has
+		// set its own (now) already, and one after it is seen here.
 		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		if err := r.sendAckIfDue(conn); err != nil {
 			return err
 		}
 		msg, err := conn.ReceiveMessage(context.Background())
@@ -213,7 +245,7 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 		now = time.Now()
 		if err != nil {
 			if pgconn.Timeout(err) && !conn.IsClosed() {
-				deadline = time.Time{} // Close may have moved it
+				deadline = time.Time{} // Close or kickAck may have moved it
 				continue
 			}
 			return err
@@ -230,6 +262,14 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 	}
 }
 
+// sendAckIfDue sends a status update if kickAck asked for one.
+func (r *receiver) sendAckIfDue(conn *pgconn.PgConn) error {
+	if r.s.ackDue.Load() && r.s.ackDue.Swap(false) {
+		return r.sendStatus(conn, false, false)
+	}
+	return nil
+}
+
 // Read coalescing. The walsender flushes every message on its own, so a
 // stream that keeps up reads one small message per system call, and spends
 // most of its CPU in the kernel waiting for the next. Inside a large
@@ -237,7 +277,7 @@ func (r *receiver) stream(conn *pgconn.PgConn) error {
 // a read had to wait, pausing briefly lets the socket fill, and the next
 // reads take many messages at a time.
 const (
-	coalesceAfter = 16                    // messages into a transaction
+	coalesceAfter = 16                    // logical decoding messages into a transaction
 	coalesceWait  = 20 * time.Microsecond // a read that took this long waited for data
 	coalescePause = time.Millisecond      // at most this much later delivery of a large transaction
 )
@@ -245,21 +285,25 @@ const (
 // coalesce pauses after a read that waited inside a large transaction, and
 // reports whether it did.
 func (r *receiver) coalesce(took time.Duration) bool {
-	if r.txn != nil && len(r.txn.msgs) >= coalesceAfter && took >= coalesceWait {
+	if r.txn != nil && r.txn.reads >= coalesceAfter && took >= coalesceWait {
 		time.Sleep(coalescePause)
 		return true
 	}
 	return false
 }
 
-// waitSpace waits for the consumer to take something from a full queue, or
-// for the next status update, or for Close.
-func (r *receiver) waitSpace(until time.Time) error {
+// waitSpace waits for the consumer to take something from a full queue, for
+// an acknowledgement to send, for until, for the probe's outcome, or for
+// Close. It returns an error if the probe found the server stopping.
+func (r *receiver) waitSpace(until time.Time, probe *prober) error {
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	select {
 	case <-r.s.space:
+	case <-r.s.ackWake:
 	case <-t.C:
+	case err := <-probe.result:
+		return probe.done(err)
 	case <-r.ctx.Done():
 		return r.ctx.Err()
 	}
@@ -271,7 +315,7 @@ func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) (pus
 	switch msg := msg.(type) {
 	case *pgproto3.CopyData:
 		if len(msg.Data) == 0 {
-			return false, errors.New("durable: empty replication message")
+			return false, errEmptyMessage
 		}
 		switch msg.Data[0] {
 		case pglogrepl.PrimaryKeepaliveMessageByteID:
@@ -280,6 +324,7 @@ func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) (pus
 				return false, fmt.Errorf("durable: %w", err)
 			}
 			r.received = max(r.received, ka.ServerWALEnd)
+			r.s.walEnd.Store(uint64(ka.ServerWALEnd))
 			// Between transactions, everything before the server's
 			// position has been sent: a transaction still running commits
 			// later.
@@ -295,13 +340,14 @@ func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) (pus
 				return false, fmt.Errorf("durable: %w", err)
 			}
 			r.received = max(r.received, xld.WALStart)
+			r.s.walEnd.Store(uint64(xld.ServerWALEnd))
 			return r.decode(xld.WALData)
 		}
 		return false, nil
 	case *pgproto3.ErrorResponse:
 		return false, pgconn.ErrorResponseToPgError(msg)
 	case *pgproto3.CopyDone, *pgproto3.CommandComplete, *pgproto3.ReadyForQuery:
-		return false, errors.New("durable: the server ended replication")
+		return false, errServerEnded
 	}
 	// Notices and parameter changes.
 	return false, nil
@@ -311,7 +357,7 @@ func (r *receiver) handle(conn *pgconn.PgConn, msg pgproto3.BackendMessage) (pus
 // messages matter: the publication is empty, and other kinds are skipped.
 func (r *receiver) decode(data []byte) (pushed bool, err error) {
 	if len(data) == 0 {
-		return false, errors.New("durable: empty pgoutput message")
+		return false, errEmptyPgoutput
 	}
 	switch pglogrepl.MessageType(data[0]) {
 	case pglogrepl.MessageTypeBegin:
@@ -329,7 +375,12 @@ func (r *receiver) decode(data []byte) (pushed bool, err error) {
 		if !transactional || r.txn == nil {
 			return false, nil
 		}
-		if ch, ok := r.s.channelOf(msgPrefix); ok {
+		r.txn.reads++
+		if string(msgPrefix) == prefix {
+			if err := r.s.unframe(r.txn, content); err != nil {
+				return false, err
+			}
+		} else if ch, ok := r.s.channelOf(msgPrefix); ok {
 			r.txn.add(ch, content)
 		}
 	case pglogrepl.MessageTypeCommit:
@@ -455,8 +506,7 @@ func (r *receiver) persist(ctx context.Context, conn *pgconn.PgConn) error {
 // unsentAck reports an acknowledgement that never reached the server.
 func (r *receiver) unsentAck() error {
 	if r.s.ackedPos() > r.sentFlush {
-		return errors.New("durable: closed without a connection: the last acknowledgements did not reach the server, " +
-			"and those batches will come again")
+		return errUnsentAck
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = '` + sl
 		return serverState{}, fmt.Errorf("durable: read server state: %w", err)
 	}
 	if len(results) != 1 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) != 11 {
-		return serverState{}, errors.New("durable: read server state: unexpected result shape")
+		return serverState{}, errStateShape
 	}
 	row := results[0].Rows[0]
 	st := serverState{
@@ -145,8 +145,7 @@ func (st serverState) checkStream(slot string) error {
 		return &slotError{slot: slot, sentinel: ErrSlotInvalidated}
 	}
 	if !st.publication {
-		return fmt.Errorf("durable: publication %s is missing (it was dropped after slot %q was created): "+
-			"run CREATE PUBLICATION %s, then drop the slot and create it again with CreateSlot", Publication, slot, Publication)
+		return &slotError{slot: slot, sentinel: ErrPublicationMissing}
 	}
 	if st.active {
 		return &slotError{slot: slot, sentinel: ErrSlotInUse}
@@ -182,7 +181,9 @@ func slotConn(ctx context.Context, connString, slot string) (*pgconn.PgConn, err
 // CreateSlot creates the logical replication slot that [Open] reads, with the
 // pgoutput plugin, and first the publication pgoutput needs ([Publication],
 // empty) if it is missing. If the slot already exists as such a slot in this
-// database, CreateSlot does nothing: it is safe to call at every deployment.
+// database, CreateSlot does nothing: it is safe to call at every deployment;
+// but if that slot was invalidated, CreateSlot returns [ErrSlotInvalidated]
+// (the messages it held are gone: drop it with [DropSlot] and create it again).
 //
 // A slot is explicit because it is costly to forget: from its creation until
 // [DropSlot], the server keeps every WAL segment the slot has not confirmed,
@@ -221,7 +222,13 @@ func CreateSlot(ctx context.Context, connString, slot string) error {
 		}
 	}
 	if st.slotFound {
-		return st.checkKind(slot)
+		if err := st.checkKind(slot); err != nil {
+			return err
+		}
+		if st.walStatus == "lost" {
+			return &slotError{slot: slot, sentinel: ErrSlotInvalidated}
+		}
+		return nil
 	}
 	_, err = pglogrepl.CreateReplicationSlot(ctx, conn, slot, "pgoutput",
 		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})

@@ -2,10 +2,12 @@ package durable
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
+	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,19 +31,30 @@ type Stream struct {
 
 	wake    chan struct{}      // cap 1: the queue grew or the receiver ended; Next waits on it
 	space   chan struct{}      // cap 1: the queue shrank; a receiver held back by a full queue waits on it
+	ackWake chan struct{}      // cap 1: kickAck ran; a receiver held back by a full queue waits on it
 	closing chan struct{}      // closed by Close: a blocked Next returns ErrClosed
 	stop    context.CancelFunc // cancels the receiver's context; called by Close
 	done    chan struct{}      // closed when the receiver goroutine has returned
 
+	ackDue atomic.Bool   // set by kickAck: the receiver sends the acknowledged position now
+	walEnd atomic.Uint64 // the server's WAL end, from its last message; written by the receiver
+
 	mu           sync.Mutex      // guards the fields below
 	queue        []item          // events for Next, in order
 	pendingBytes int             // payload bytes in queue
-	held         *item           // the batch Next returned last; acknowledged by the next Next or Close
+	inNext       bool            // a goroutine is in Next
+	out          []handed        // batches Next returned that the slot has not passed, in order
+	passed       uint64          // Event.LSN of the last batch the slot passed (removed from out)
 	acked        pglogrepl.LSN   // what the server may forget: the flush position to report
+	ackScheduled bool            // ackTimer will run kickAck
+	ackTimer     *time.Timer     // runs kickAck ackDelay after an acknowledgement; nil until the first
+	nc           net.Conn        // the receiver's socket while it streams, for kickAck; nil otherwise
 	end          error           // the permanent error the receiver ended with, after the queue
 	closed       bool            // Close was called
 	closeCtx     context.Context // Close's ctx, for the receiver's goodbye; set before stop is called
 	closeErr     error           // the receiver's goodbye result, for Close
+
+	batches, messages, reconnects uint64 // for Stats
 }
 
 // item is one event in the queue.
@@ -70,7 +83,7 @@ func Open(ctx context.Context, connString, slot string, channels []string, opts 
 		return nil, err
 	}
 	if len(channels) == 0 {
-		return nil, errors.New("durable: Open needs at least one channel")
+		return nil, errNoChannels
 	}
 	set := make(map[string]string, len(channels))
 	for _, ch := range channels {
@@ -94,6 +107,7 @@ func Open(ctx context.Context, connString, slot string, channels []string, opts 
 		connCfg:  connCfg,
 		wake:     make(chan struct{}, 1),
 		space:    make(chan struct{}, 1),
+		ackWake:  make(chan struct{}, 1),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -159,54 +173,77 @@ func (s *Stream) start(ctx context.Context, from pglogrepl.LSN) (*pgconn.PgConn,
 // keeping one keeps a few KiB of its batch alive.
 //
 // Calling Next acknowledges the batch it returned last: that batch and all
-// before it may now be forgotten by the server (the position reaches the
-// server within the status interval, see [WithStatusInterval], and before
-// Close returns). Until then a batch is not acknowledged, and comes again
-// after a crash of this process. A stream never yields the same batch twice,
-// but a new stream on the slot may yield batches that were acknowledged just
-// before a crash or a server restart: the server saves confirmed positions
-// lazily. Use LSN to recognise them.
+// before it may now be forgotten by the server. The acknowledgement reaches
+// the server within about 20 ms (several are sent together), and before Close
+// returns. Until then a batch is not acknowledged: a consumer killed while it
+// handles a batch gets that batch again from the next stream on the slot, and
+// one killed just after asking for the next batch may get the previous one
+// again too. With [WithManualAck], Next acknowledges nothing: see
+// [Stream.Ack]. A stream never yields the same batch twice, but a new stream
+// on the slot may yield batches that were acknowledged before a server crash
+// or restart: the server saves confirmed positions lazily (see the package
+// doc). Use LSN to recognise them.
+//
+// Next is the consumer's: a second goroutine calling it while one is inside
+// gets an error at once (never an acknowledgement of a batch the other still
+// handles); to handle batches in parallel, use WithManualAck.
 //
 // Next blocks until an event, ctx is done (it then returns ctx's error), or
 // Close. After Close it returns [pgnotify.ErrClosed]. If the slot is dropped
 // or invalidated while the stream reconnects, or the server stops allowing
-// logical replication, Next returns the pending events and then that typed
-// error ([ErrSlotMissing], [ErrSlotInvalidated], [ErrWalLevel],
-// [ErrNoReplication]) for good.
+// logical replication, or the publication is dropped, Next returns the
+// pending events and then that typed error ([ErrSlotMissing],
+// [ErrSlotInvalidated], [ErrWalLevel], [ErrNoReplication],
+// [ErrPublicationMissing]) for good.
 func (s *Stream) Next(ctx context.Context) (pgnotify.Event, error) {
+	s.mu.Lock()
+	if s.inNext {
+		s.mu.Unlock()
+		return pgnotify.Event{}, errConcurrentNext
+	}
+	s.inNext = true
 	for {
-		s.mu.Lock()
+		// s.mu is held here.
 		if s.closed {
-			s.mu.Unlock()
-			return pgnotify.Event{}, pgnotify.ErrClosed
+			return s.leaveNext(pgnotify.Event{}, pgnotify.ErrClosed)
 		}
-		s.ackHeld()
+		if !s.cfg.manualAck {
+			s.ackAll()
+		}
 		if len(s.queue) > 0 {
 			it := s.queue[0]
 			s.queue[0] = item{}
 			s.queue = s.queue[1:]
 			s.pendingBytes -= it.size
 			if it.ev.Kind == pgnotify.Batch {
-				s.held = &it
+				s.hand(&it)
 			} else {
-				s.acked = max(s.acked, it.skip)
+				s.skipAfter(it.skip)
 			}
-			s.mu.Unlock()
+			ev, err := s.leaveNext(it.ev, nil)
 			signal(s.space)
-			return it.ev, nil
+			return ev, err
 		}
-		end := s.end
+		if s.end != nil {
+			return s.leaveNext(pgnotify.Event{}, s.end)
+		}
 		s.mu.Unlock()
-		if end != nil {
-			return pgnotify.Event{}, end
-		}
 		select {
 		case <-s.wake:
 		case <-s.closing:
 		case <-ctx.Done():
-			return pgnotify.Event{}, ctx.Err()
+			s.mu.Lock()
+			return s.leaveNext(pgnotify.Event{}, ctx.Err())
 		}
+		s.mu.Lock()
 	}
+}
+
+// leaveNext marks Next as left, unlocks s.mu and returns its arguments.
+func (s *Stream) leaveNext(ev pgnotify.Event, err error) (pgnotify.Event, error) {
+	s.inNext = false
+	s.mu.Unlock()
+	return ev, err
 }
 
 // Events returns an iterator over [Stream.Next]'s events. It is a
@@ -229,7 +266,8 @@ func (s *Stream) Events(ctx context.Context) iter.Seq2[pgnotify.Event, error] {
 	}
 }
 
-// Close acknowledges the batch Next returned last, sends the server the
+// Close acknowledges the batch Next returned last (with [WithManualAck],
+// only what Ack acknowledged: the rest comes again), sends the server the
 // final position, ends replication and closes the connection, returning once
 // the server has released the slot (a new stream may then open it). It is
 // safe from any goroutine, also while Next is blocked (Next then returns
@@ -246,8 +284,13 @@ func (s *Stream) Close(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
+	if !s.cfg.manualAck {
+		s.ackAll()
+	}
 	s.closed = true
-	s.ackHeld()
+	if s.ackTimer != nil {
+		s.ackTimer.Stop()
+	}
 	s.closeCtx = ctx
 	s.mu.Unlock()
 	close(s.closing)
@@ -263,39 +306,33 @@ func (s *Stream) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// ackHeld acknowledges the batch the consumer holds. It must be called with
-// s.mu held.
-func (s *Stream) ackHeld() {
-	if s.held != nil {
-		s.acked = max(s.acked, s.held.end, s.held.skip)
-		s.held = nil
-	}
-}
-
 // push queues an event for Next.
 func (s *Stream) push(it item) {
 	s.mu.Lock()
 	s.queue = append(s.queue, it)
 	s.pendingBytes += it.size
+	switch it.ev.Kind {
+	case pgnotify.Batch:
+		s.batches++
+		s.messages += uint64(len(it.ev.Notifications))
+	case pgnotify.Recovered:
+		s.reconnects++
+	}
 	s.mu.Unlock()
 	signal(s.wake)
 }
 
 // skipTo records that everything up to pos is delivered or skipped: it is
-// confirmed with the last event not yet acknowledged, or at once if there is
-// none.
+// confirmed with the last event not yet acknowledged (queued or handed out),
+// or at once if there is none.
 func (s *Stream) skipTo(pos pglogrepl.LSN) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case len(s.queue) > 0:
-		last := &s.queue[len(s.queue)-1]
-		last.skip = max(last.skip, pos)
-	case s.held != nil:
-		s.held.skip = max(s.held.skip, pos)
-	default:
-		s.acked = max(s.acked, pos)
+	if n := len(s.queue); n > 0 {
+		s.queue[n-1].skip = max(s.queue[n-1].skip, pos)
+		return
 	}
+	s.skipAfter(pos)
 }
 
 // ackedPos returns the position the server may forget.
@@ -305,14 +342,16 @@ func (s *Stream) ackedPos() pglogrepl.LSN {
 	return s.acked
 }
 
-// full reports whether the receiver should stop reading until Next takes
-// something: TCP then holds the server back. One batch is always let in,
-// however large.
-func (s *Stream) full() bool {
+// fill reports whether the receiver should stop reading until Next takes
+// something (full: TCP then holds the server back; one batch is always let
+// in, however large), and whether the queue is at most half full (low).
+func (s *Stream) fill() (full, low bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.queue) > 0 &&
+	full = len(s.queue) > 0 &&
 		(len(s.queue) >= s.cfg.maxPendingItems || s.pendingBytes >= s.cfg.maxPendingBytes)
+	low = len(s.queue) <= s.cfg.maxPendingItems/2 && s.pendingBytes <= s.cfg.maxPendingBytes/2
+	return full, low
 }
 
 // finish records the receiver's end: a permanent error (for Next, after the

@@ -23,8 +23,8 @@ func (s *spy) Exec(context.Context, string, ...any) (pgconn.CommandTag, error) {
 // unreachable would fail any dial: these checks must come first.
 const unreachable = "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"
 
-// TestInvalidInputSendsNothing: invalid channel names, an oversized payload
-// and bad slot names are rejected before anything is sent or dialled.
+// TestInvalidInputSendsNothing: invalid channel names, an oversized payload,
+// oversized payloads together and bad slot names are rejected before anything is sent or dialled.
 func TestInvalidInputSendsNothing(t *testing.T) {
 	ctx := context.Background()
 	for _, ch := range []string{"", strings.Repeat("x", 64), "a\x00b", "\xff"} {
@@ -43,6 +43,16 @@ func TestInvalidInputSendsNothing(t *testing.T) {
 		t.Errorf("Emit over MaxPayloadLen: %v after %d Exec calls; want ErrPayloadTooLong and none", err, db.calls)
 	} else if strings.Contains(err.Error(), "xxxx") {
 		t.Error("the error holds the payload")
+	}
+	// Each payload under MaxPayloadLen, together over MaxEmitLen. The
+	// messages share one string: the check must not need the memory.
+	part := big[:durable.MaxPayloadLen]
+	many := make([]pgnotify.Message, durable.MaxEmitLen/durable.MaxPayloadLen+1)
+	for i := range many {
+		many[i] = pgnotify.Message{Channel: "c", Payload: part}
+	}
+	if err := durable.Emit(ctx, db, many...); !errors.Is(err, pgnotify.ErrPayloadTooLong) || db.calls != 0 {
+		t.Errorf("Emit over MaxEmitLen in total: %v after %d Exec calls; want ErrPayloadTooLong and none", err, db.calls)
 	}
 	if err := durable.Emit(ctx, db); err != nil || db.calls != 0 {
 		t.Errorf("Emit of nothing: %v after %d Exec calls", err, db.calls)

@@ -18,6 +18,8 @@ import (
 	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/internal/fakepg"
 	"github.com/seed-c59d106d/pgnotify/internal/faultproxy"
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
+	"github.com/seed-c59d106d/pgnotify/pgtest"
 )
 
 // proxied connects to the test server through a fault proxy, listening on
@@ -42,6 +44,27 @@ func proxied(t testing.TB, p *faultproxy.Proxy, channels ...string) (*pgx.Conn, 
 	return c, l
 }
 
+// behindProxy connects to the test server through a pgtest.Proxy of its
+// own, listening on channels: the proxy's Cut and Blackhole act on this one
+// connection, as a user's test would break one.
+func behindProxy(t testing.TB, channels ...string) (*pgx.Conn, *pgtest.Proxy) {
+	t.Helper()
+	requireServer(t)
+	p := pgtest.NewProxy(t, connString)
+	c := testkit.Connect(t, p.ConnString(), nil)
+	t.Cleanup(func() {
+		closeManagers(t)
+		// pgx's background close of a connection that gave up on a query
+		// waits for the server's goodbye, which a blackhole holds back.
+		p.Resume()
+		p.Cut()
+	})
+	require.NoError(t, pgnotify.Listen(testContext(t), c, channels...))
+	return c, p
+}
+
+// newProxy starts a fault proxy to the test server, for tests that need a
+// proxy's links one by one; behindProxy is the simpler way.
 func newProxy(t testing.TB) *faultproxy.Proxy {
 	t.Helper()
 	requireServer(t)
@@ -79,13 +102,12 @@ func deliverThenFault(t *testing.T, ctx context.Context, m *pgnotify.Manager, vi
 func TestFaultBlackholeFoundByHealthCheck(t *testing.T) {
 	ctx := testContext(t)
 	const every, timeout = 200 * time.Millisecond, 300 * time.Millisecond
-	p := newProxy(t)
-	victim, link := proxied(t, p, "bh")
-	other, _ := proxied(t, p, "bh")
+	victim, p := behindProxy(t, "bh")
+	other := listener(t, "bh")
 	m := newManager(t, pgnotify.WithHealthCheck(every, timeout))
 	require.NoError(t, m.Add(ctx, victim, other))
 
-	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "bh", seq("", n)...) }, 100, link.Blackhole)
+	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "bh", seq("", n)...) }, 100, p.Blackhole)
 	t.Logf("blackhole: Dead after %v (every %v + timeout %v); sent 100, delivered %d",
 		took.Round(time.Millisecond), every, timeout, delivered)
 	assert.Equal(t, victim, ev.Conn)
@@ -100,13 +122,12 @@ func TestFaultBlackholeFoundByHealthCheck(t *testing.T) {
 
 func TestFaultCutIsDeadPromptly(t *testing.T) {
 	ctx := testContext(t)
-	p := newProxy(t)
-	victim, link := proxied(t, p, "cut")
-	other, _ := proxied(t, p, "cut")
+	victim, p := behindProxy(t, "cut")
+	other := listener(t, "cut")
 	m := newManager(t)
 	require.NoError(t, m.Add(ctx, victim, other))
 
-	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "cut", seq("", n)...) }, 100, link.Cut)
+	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "cut", seq("", n)...) }, 100, p.Cut)
 	t.Logf("cut: Dead after %v; sent 100, delivered %d", took.Round(time.Microsecond), delivered)
 	assert.Equal(t, victim, ev.Conn)
 	assert.True(t, errors.Is(ev.Err, io.ErrUnexpectedEOF) || errors.Is(ev.Err, syscall.ECONNRESET), "%v", ev.Err)

@@ -6,29 +6,24 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
+
+// The helpers below are internal/testkit's, shared with durable's and
+// cmd/pgnotify's tests, under the names this package's tests use.
 
 // connTimeout bounds opening and closing a connection. It is not the test's
 // context: a cleanup must close the connection even after that has expired.
-const connTimeout = 10 * time.Second
+const connTimeout = testkit.ConnTimeout
 
 // requireServer skips t under -short, which runs only the tests that need no
 // server. Without -short TestMain has provided one (or failed the run).
-func requireServer(t testing.TB) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a PostgreSQL server; run without -short")
-	}
-}
+func requireServer(t testing.TB) { t.Helper(); testkit.RequireServer(t) }
 
 // testContext returns a context that ends after 60 s or when t ends,
 // whichever comes first.
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { t.Helper(); return testkit.Context(t, 60*time.Second) }
 
 // connect opens a connection to the test server, and closes it when t ends;
 // see connectConfig.
@@ -44,25 +39,10 @@ func connect(t testing.TB) *pgx.Conn {
 func connectConfig(t testing.TB, mutate func(*pgx.ConnConfig)) *pgx.Conn {
 	t.Helper()
 	requireServer(t)
-	cfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		t.Fatalf("parse the test server's connection string: %v", err)
-	}
-	if mutate != nil {
-		mutate(cfg)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect to the test server: %v", err)
-	}
-	t.Cleanup(func() {
-		// A manager made after conn would still own it here (cleanups run
-		// last-in first-out): close the test's managers first.
-		closeManagers(t)
-		closeConn(t, conn)
-	})
+	conn := testkit.Connect(t, connString, mutate)
+	// A manager made after conn would still own it when conn's cleanup runs
+	// (cleanups run last-in first-out): close the test's managers first.
+	t.Cleanup(func() { closeManagers(t) })
 	return conn
 }
 
@@ -72,15 +52,8 @@ func connectConfig(t testing.TB, mutate func(*pgx.ConnConfig)) *pgx.Conn {
 // connTimeout.
 func closeConn(t testing.TB, conn *pgx.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	// Close reports a failed Terminate on a broken connection; the
-	// connection is closed either way, which is all a cleanup needs.
-	_ = conn.Close(ctx)
-	select {
-	case <-conn.PgConn().CleanupDone():
-	case <-ctx.Done():
-		t.Errorf("connection %d: pgconn's cleanup did not finish within %v", conn.PgConn().PID(), connTimeout)
+	if err := testkit.CloseConn(conn); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -91,30 +64,13 @@ func closeConn(t testing.TB, conn *pgx.Conn) {
 func adminExec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	requireServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString)
-	if err != nil {
-		t.Fatalf("adminExec: connect: %v", err)
-	}
-	defer closeConn(t, conn)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("adminExec %q: %v", sql, err)
-	}
+	testkit.Exec(t, connString, sql, args...)
 }
 
-// waitUntil calls cond every 2 ms until it returns true, and fails t with
-// "timed out waiting for <what>" if it has not within timeout. cond runs in
-// the caller's goroutine, which must be the test's.
+// waitUntil calls cond every few milliseconds until it returns true, and
+// fails t with "timed out waiting for <what>" if it has not within timeout.
+// cond runs in the caller's goroutine, which must be the test's.
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (%v)", what, timeout)
-		}
-		<-tick.C
-	}
+	testkit.WaitUntil(t, timeout, what, cond)
 }

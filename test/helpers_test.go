@@ -2,10 +2,13 @@ package pgnotifytest
 
 import (
 	"context"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
@@ -73,4 +76,70 @@ func adminExec(t testing.TB, sql string, args ...any) {
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	testkit.WaitUntil(t, timeout, what, cond)
+}
+
+// within runs fn in a goroutine and fails t if it has not returned within
+// d: the property under test is that fn returns at all.
+func within(t testing.TB, d time.Duration, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %v", what, d)
+	}
+}
+
+// backendAlive reports whether the server still has a backend with pid. It
+// asks the server, since a connection the manager owns must not be polled.
+func backendAlive(t testing.TB, pid uint32) bool {
+	t.Helper()
+	var n int
+	require.NoError(t, notifier(t).QueryRow(testContext(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n))
+	return n > 0
+}
+
+// waitBackendGone waits until the server has no backend with pid.
+func waitBackendGone(t testing.TB, pid uint32, what string) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, what, func() bool { return !backendAlive(t, pid) })
+}
+
+// freeze stops a backend process (SIGSTOP): its socket stays open and
+// silent, like a half-open TCP peer. It is thawed at cleanup.
+func freeze(t testing.TB, pid uint32) {
+	t.Helper()
+	if connString != "" && !strings.Contains(connString, "127.0.0.1") {
+		t.Skip("freezing a backend needs a local server")
+	}
+	require.NoError(t, syscall.Kill(int(pid), syscall.SIGSTOP))
+	t.Cleanup(func() { syscall.Kill(int(pid), syscall.SIGCONT) })
+}
+
+// terminate kills conn's backend with pg_terminate_backend from another
+// session.
+func terminate(t *testing.T, pid uint32) {
+	t.Helper()
+	adminExec(t, "SELECT pg_terminate_backend($1)", int64(pid))
+}
+
+// connectFrom connects with src's Config() unchanged, the trap of issue 7
+// item 4: the config carries src's notification buffer in OnNotification,
+// so the new connection delivers its notifications into src. It is closed
+// when t ends.
+func connectFrom(t testing.TB, src *pgx.Conn) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, src.Config())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		closeManagers(t)
+		closeConn(t, c)
+	})
+	return c
 }

@@ -11,6 +11,7 @@
 //	link := p.LinkFor(conn.PgConn().Conn().LocalAddr()) // conn's link
 //	link.Blackhole() // conn's pings now time out
 //	link.Cut()       // conn's next read fails
+//	p.Partition()    // every link, and every one made until p.Heal(), blackholed
 //
 // The proxy knows nothing of PostgreSQL: it copies bytes.
 package faultproxy

@@ -44,8 +44,7 @@ func WithLogicalReplication() Option {
 // wins. An unknown name or a value the server refuses fails the test.
 //
 // Settings cost one fast restart of the new server during [Start] (they are
-// written with ALTER SYSTEM, and some take effect only at start), about a
-// second. The settings pgtest starts with besides PostgreSQL's defaults:
+// written with ALTER SYSTEM, and some take effect only at start). The settings pgtest starts with besides PostgreSQL's defaults:
 // fsync, synchronous_commit and full_page_writes off (a throwaway server needs
 // no durability), max_connections 300, shared_buffers 32MB.
 func WithSetting(name, value string) Option {
@@ -87,8 +86,8 @@ func WithEnv(names ...string) Option {
 // cleanups run (go test -timeout) leaves its server behind; the next Start
 // stops and removes it.
 //
-// Each call starts its own server, in one to two seconds (initdb is most of
-// it), so tests may run in parallel, each with its own. Tests that can share
+// Each call starts its own server (a second or two on an idle machine; initdb
+// is most of it), so tests may run in parallel, each with its own. Tests that can share
 // one server start it once and run as subtests of the test that did.
 //
 // Start fails t (t.Fatal: call it from the test's goroutine) when the server

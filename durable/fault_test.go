@@ -14,7 +14,7 @@ import (
 
 	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/durable"
-	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
+	"github.com/seed-c59d106d/pgnotify/pgtest"
 )
 
 // TestConsumerKilledMidBatch: a consumer process killed with SIGKILL while
@@ -199,12 +199,7 @@ func TestHeldBatchFastShutdown(t *testing.T) {
 func TestSlowConsumerOutlivesWalSenderTimeout(t *testing.T) {
 	requireServer(t)
 	ctx := testContext(t)
-	c, err := pgtmp.Start(ctx, pgtmp.WithLogicalReplication(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	url := c.ConnString()
+	url := pgtest.Start(t, pgtest.WithLogicalReplication(), pgtest.WithSetting("wal_sender_timeout", "2s"))
 	slot := newSlot(t, url)
 	conn := connect(t, url)
 	for i := range 3 {
@@ -236,19 +231,15 @@ func TestSlowConsumerOutlivesWalSenderTimeout(t *testing.T) {
 func TestWalLevel(t *testing.T) {
 	requireServer(t)
 	ctx := testContext(t)
-	c, err := pgtmp.Start(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Stop() })
-	err = durable.CreateSlot(ctx, c.ConnString(), "s")
+	url := pgtest.Start(t)
+	err := durable.CreateSlot(ctx, url, "s")
 	if !errors.Is(err, durable.ErrWalLevel) || !strings.Contains(err.Error(), "wal_level = logical") {
 		t.Fatalf("CreateSlot: %v, want ErrWalLevel saying how to set it", err)
 	}
-	if _, err := durable.Open(ctx, c.ConnString(), "s", []string{"x"}); !errors.Is(err, durable.ErrWalLevel) {
+	if _, err := durable.Open(ctx, url, "s", []string{"x"}); !errors.Is(err, durable.ErrWalLevel) {
 		t.Fatalf("Open: %v, want ErrWalLevel", err)
 	}
-	conn := connect(t, c.ConnString())
+	conn := connect(t, url)
 	before := currentLSN(t, conn)
 	for _, n := range []int{1, 3} {
 		msgs := make([]pgnotify.Message, n)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/durable"
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
 
 // connTimeout bounds opening and closing a connection or a stream in a
@@ -27,20 +28,13 @@ var fast = []durable.Option{
 	durable.WithReconnect(20*time.Millisecond, 500*time.Millisecond),
 }
 
-func requireServer(t testing.TB) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a PostgreSQL server; run without -short")
-	}
-}
+// requireServer, testContext, connect's close and waitUntil are
+// internal/testkit's, shared with test/'s and cmd/pgnotify's tests.
+
+func requireServer(t testing.TB) { t.Helper(); testkit.RequireServer(t) }
 
 // testContext returns a context that ends after 2 minutes or when t ends.
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { t.Helper(); return testkit.Context(t, 2*time.Minute) }
 
 var slotSeq atomic.Int64
 
@@ -87,19 +81,16 @@ func connect(t testing.TB, url string) *pgx.Conn {
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
+	t.Cleanup(func() { closeConn(conn) })
 	if _, err := conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeConn(conn) })
 	return conn
 }
 
-func closeConn(conn *pgx.Conn) {
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	_ = conn.Close(ctx)
-	<-conn.PgConn().CleanupDone()
-}
+// closeConn closes conn and waits for pgconn's cleanup (bounded by
+// connTimeout).
+func closeConn(conn *pgx.Conn) { _ = testkit.CloseConn(conn) }
 
 // emit emits payloads on channel in one Emit call on db: a transaction of
 // its own on a connection, or part of db's if db is a pgx.Tx.
@@ -201,13 +192,11 @@ func currentLSN(t testing.TB, conn *pgx.Conn) pglogrepl.LSN {
 	return lsn
 }
 
-// waitUntil calls cond every 10 ms until it returns true, and fails t if it
-// has not within timeout. It runs in the test's goroutine.
+// waitUntil calls cond every few milliseconds until it returns true, and
+// fails t if it has not within timeout. It runs in the test's goroutine.
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	if !waitFor(timeout, cond) {
-		t.Fatalf("timed out waiting for %s (%v)", what, timeout)
-	}
+	testkit.WaitUntil(t, timeout, what, cond)
 }
 
 // waitFor calls cond every 10 ms until it returns true or timeout has

@@ -18,41 +18,7 @@ import (
 
 	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/internal/fakepg"
-	"github.com/seed-c59d106d/pgnotify/internal/faultproxy"
 )
-
-// proxied connects to the test server through a fault proxy, listening on
-// channels, and returns the connection with its link.
-func proxied(t testing.TB, p *faultproxy.Proxy, channels ...string) (*pgx.Conn, *faultproxy.Link) {
-	t.Helper()
-	ctx := testContext(t)
-	c, err := pgx.Connect(ctx, p.ConnString(connString))
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		closeManagers(t)
-		// pgx's background close waits for the server's goodbye, which a
-		// blackholed link never passes on: cut it first.
-		if l := p.LinkFor(c.PgConn().Conn().LocalAddr()); l != nil {
-			l.Cut()
-		}
-		closeConn(t, c)
-	})
-	require.NoError(t, pgnotify.Listen(ctx, c, channels...))
-	l := p.LinkFor(c.PgConn().Conn().LocalAddr())
-	require.NotNil(t, l)
-	return c, l
-}
-
-func newProxy(t testing.TB) *faultproxy.Proxy {
-	t.Helper()
-	requireServer(t)
-	cfg, err := pgx.ParseConfig(connString)
-	require.NoError(t, err)
-	p, err := faultproxy.New(fmt.Sprintf("%s:%d", cfg.Host, cfg.Port))
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, p.Close()) })
-	return p
-}
 
 // deliverThenFault sends n notifications to victim's channel, makes victim
 // receive them (a drain pass), injects the fault, and returns the Dead
@@ -80,13 +46,12 @@ func deliverThenFault(t *testing.T, ctx context.Context, m *pgnotify.Manager, vi
 func TestFaultBlackholeFoundByHealthCheck(t *testing.T) {
 	ctx := testContext(t)
 	const every, timeout = 200 * time.Millisecond, 300 * time.Millisecond
-	p := newProxy(t)
-	victim, link := proxied(t, p, "bh")
-	other, _ := proxied(t, p, "bh")
+	victim, p := behindProxy(t, "bh")
+	other := listener(t, "bh")
 	m := newManager(t, pgnotify.WithHealthCheck(every, timeout))
 	require.NoError(t, m.Add(ctx, victim, other))
 
-	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "bh", seq("", n)...) }, 100, link.Blackhole)
+	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "bh", seq("", n)...) }, 100, p.Blackhole)
 	t.Logf("blackhole: Dead after %v (every %v + timeout %v); sent 100, delivered %d",
 		took.Round(time.Millisecond), every, timeout, delivered)
 	assert.Equal(t, victim, ev.Conn)
@@ -101,13 +66,12 @@ func TestFaultBlackholeFoundByHealthCheck(t *testing.T) {
 
 func TestFaultCutIsDeadPromptly(t *testing.T) {
 	ctx := testContext(t)
-	p := newProxy(t)
-	victim, link := proxied(t, p, "cut")
-	other, _ := proxied(t, p, "cut")
+	victim, p := behindProxy(t, "cut")
+	other := listener(t, "cut")
 	m := newManager(t)
 	require.NoError(t, m.Add(ctx, victim, other))
 
-	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "cut", seq("", n)...) }, 100, link.Cut)
+	ev, took, delivered := deliverThenFault(t, ctx, m, victim, func(n int) { notify(t, "cut", seq("", n)...) }, 100, p.Cut)
 	t.Logf("cut: Dead after %v; sent 100, delivered %d", took.Round(time.Microsecond), delivered)
 	assert.Equal(t, victim, ev.Conn)
 	assert.True(t, errors.Is(ev.Err, io.ErrUnexpectedEOF) || errors.Is(ev.Err, syscall.ECONNRESET), "%v", ev.Err)

@@ -18,59 +18,6 @@ import (
 
 // Tests for the core hardening issue: each names the item it proves.
 
-// within runs fn in a goroutine and fails t if it has not returned within
-// d: the property under test is that fn returns at all.
-func within(t testing.TB, d time.Duration, what string, fn func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn()
-	}()
-	select {
-	case <-done:
-	case <-time.After(d):
-		t.Fatalf("%s did not return within %v", what, d)
-	}
-}
-
-// backendAlive reports whether the server still has a backend with pid. It
-// asks the server, since a connection the manager owns must not be polled.
-func backendAlive(t testing.TB, pid uint32) bool {
-	t.Helper()
-	var n int
-	require.NoError(t, notifier(t).QueryRow(testContext(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n))
-	return n > 0
-}
-
-// waitBackendGone waits until the server has no backend with pid.
-func waitBackendGone(t testing.TB, pid uint32, what string) {
-	t.Helper()
-	waitUntil(t, 10*time.Second, what, func() bool { return !backendAlive(t, pid) })
-}
-
-// lend starts a Do on c whose function holds the connection until release
-// is closed, and returns once the function is running. The Do's error is
-// sent on the returned channel.
-func lend(t testing.TB, ctx context.Context, m *pgnotify.Manager, c *pgx.Conn, release <-chan struct{}) <-chan error {
-	t.Helper()
-	inside := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- m.Do(ctx, c, func(*pgx.Conn) error {
-			close(inside)
-			<-release
-			return nil
-		})
-	}()
-	select {
-	case <-inside:
-	case err := <-done:
-		t.Fatalf("Do returned before its function ran: %v", err)
-	}
-	return done
-}
-
 // Item 3: Close whose ctx expires while a Remove is in progress leaves the
 // connection Remove hands back open.
 func TestCloseExpiringDuringRemoveKeepsRemovedConn(t *testing.T) {

@@ -3,7 +3,6 @@ package pgnotifytest
 import (
 	"context"
 	"fmt"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,17 +13,6 @@ import (
 
 	"github.com/seed-c59d106d/pgnotify"
 )
-
-// freeze stops a backend process (SIGSTOP): its socket stays open and
-// silent, like a half-open TCP peer. It is thawed at cleanup.
-func freeze(t testing.TB, pid uint32) {
-	t.Helper()
-	if connString != "" && !strings.Contains(connString, "127.0.0.1") {
-		t.Skip("freezing a backend needs a local server")
-	}
-	require.NoError(t, syscall.Kill(int(pid), syscall.SIGSTOP))
-	t.Cleanup(func() { syscall.Kill(int(pid), syscall.SIGCONT) })
-}
 
 func TestHealthCheckFindsSilentPeer(t *testing.T) {
 	ctx := testContext(t)

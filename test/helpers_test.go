@@ -2,33 +2,31 @@ package pgnotifytest
 
 import (
 	"context"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
+
+// The helpers below are internal/testkit's, shared with durable's and
+// cmd/pgnotify's tests, under the names this package's tests use.
 
 // connTimeout bounds opening and closing a connection. It is not the test's
 // context: a cleanup must close the connection even after that has expired.
-const connTimeout = 10 * time.Second
+const connTimeout = testkit.ConnTimeout
 
 // requireServer skips t under -short, which runs only the tests that need no
 // server. Without -short TestMain has provided one (or failed the run).
-func requireServer(t testing.TB) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a PostgreSQL server; run without -short")
-	}
-}
+func requireServer(t testing.TB) { t.Helper(); testkit.RequireServer(t) }
 
 // testContext returns a context that ends after 60 s or when t ends,
 // whichever comes first.
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { t.Helper(); return testkit.Context(t, 60*time.Second) }
 
 // connect opens a connection to the test server, and closes it when t ends;
 // see connectConfig.
@@ -44,25 +42,10 @@ func connect(t testing.TB) *pgx.Conn {
 func connectConfig(t testing.TB, mutate func(*pgx.ConnConfig)) *pgx.Conn {
 	t.Helper()
 	requireServer(t)
-	cfg, err := pgx.ParseConfig(connString)
-	if err != nil {
-		t.Fatalf("parse the test server's connection string: %v", err)
-	}
-	if mutate != nil {
-		mutate(cfg)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect to the test server: %v", err)
-	}
-	t.Cleanup(func() {
-		// A manager made after conn would still own it here (cleanups run
-		// last-in first-out): close the test's managers first.
-		closeManagers(t)
-		closeConn(t, conn)
-	})
+	conn := testkit.Connect(t, connString, mutate)
+	// A manager made after conn would still own it when conn's cleanup runs
+	// (cleanups run last-in first-out): close the test's managers first.
+	t.Cleanup(func() { closeManagers(t) })
 	return conn
 }
 
@@ -72,15 +55,8 @@ func connectConfig(t testing.TB, mutate func(*pgx.ConnConfig)) *pgx.Conn {
 // connTimeout.
 func closeConn(t testing.TB, conn *pgx.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	// Close reports a failed Terminate on a broken connection; the
-	// connection is closed either way, which is all a cleanup needs.
-	_ = conn.Close(ctx)
-	select {
-	case <-conn.PgConn().CleanupDone():
-	case <-ctx.Done():
-		t.Errorf("connection %d: pgconn's cleanup did not finish within %v", conn.PgConn().PID(), connTimeout)
+	if err := testkit.CloseConn(conn); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -91,30 +67,79 @@ func closeConn(t testing.TB, conn *pgx.Conn) {
 func adminExec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	requireServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString)
-	if err != nil {
-		t.Fatalf("adminExec: connect: %v", err)
-	}
-	defer closeConn(t, conn)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("adminExec %q: %v", sql, err)
+	testkit.Exec(t, connString, sql, args...)
+}
+
+// waitUntil calls cond every few milliseconds until it returns true, and
+// fails t with "timed out waiting for <what>" if it has not within timeout.
+// cond runs in the caller's goroutine, which must be the test's.
+func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	testkit.WaitUntil(t, timeout, what, cond)
+}
+
+// within runs fn in a goroutine and fails t if it has not returned within
+// d: the property under test is that fn returns at all.
+func within(t testing.TB, d time.Duration, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn()
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %v", what, d)
 	}
 }
 
-// waitUntil calls cond every 2 ms until it returns true, and fails t with
-// "timed out waiting for <what>" if it has not within timeout. cond runs in
-// the caller's goroutine, which must be the test's.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// backendAlive reports whether the server still has a backend with pid. It
+// asks the server, since a connection the manager owns must not be polled.
+func backendAlive(t testing.TB, pid uint32) bool {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (%v)", what, timeout)
-		}
-		<-tick.C
+	var n int
+	require.NoError(t, notifier(t).QueryRow(testContext(t), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&n))
+	return n > 0
+}
+
+// waitBackendGone waits until the server has no backend with pid.
+func waitBackendGone(t testing.TB, pid uint32, what string) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, what, func() bool { return !backendAlive(t, pid) })
+}
+
+// freeze stops a backend process (SIGSTOP): its socket stays open and
+// silent, like a half-open TCP peer. It is thawed at cleanup.
+func freeze(t testing.TB, pid uint32) {
+	t.Helper()
+	if connString != "" && !strings.Contains(connString, "127.0.0.1") {
+		t.Skip("freezing a backend needs a local server")
 	}
+	require.NoError(t, syscall.Kill(int(pid), syscall.SIGSTOP))
+	t.Cleanup(func() { syscall.Kill(int(pid), syscall.SIGCONT) })
+}
+
+// terminate kills conn's backend with pg_terminate_backend from another
+// session.
+func terminate(t *testing.T, pid uint32) {
+	t.Helper()
+	adminExec(t, "SELECT pg_terminate_backend($1)", int64(pid))
+}
+
+// connectFrom connects with src's Config() unchanged, the trap of issue 7
+// item 4: the config carries src's notification buffer in OnNotification,
+// so the new connection delivers its notifications into src. It is closed
+// when t ends.
+func connectFrom(t testing.TB, src *pgx.Conn) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, src.Config())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		closeManagers(t)
+		closeConn(t, c)
+	})
+	return c
 }

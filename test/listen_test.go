@@ -1,42 +1,17 @@
 package pgnotifytest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c59d106d/pgnotify"
 )
-
-// drain returns every notification committed before the call that conn
-// has received, using a zero-timeout Wait.
-func drain(ctx context.Context, t testing.TB, conn *pgx.Conn) []*pgnotify.Notification {
-	t.Helper()
-	var got []*pgnotify.Notification
-	for n, err := range pgnotify.Wait(ctx, conn, 0) {
-		require.NoError(t, err)
-		require.NotNil(t, n, "a zero-timeout Wait never yields an idle tick")
-		got = append(got, n)
-	}
-	return got
-}
-
-// messages turns notifications into Messages, for comparison with what was
-// sent.
-func messages(ns []*pgnotify.Notification) []pgnotify.Message {
-	out := make([]pgnotify.Message, len(ns))
-	for i, n := range ns {
-		out[i] = pgnotify.Message{Channel: n.Channel, Payload: n.Payload}
-	}
-	return out
-}
 
 func TestListenListeningChannels(t *testing.T) {
 	requireServer(t)

@@ -34,29 +34,6 @@ func dialer(t testing.TB, calls *atomic.Int64) pgnotify.DialFunc {
 	}
 }
 
-// deadMember makes a manager with opts whose one member, listening on
-// channels, has just been terminated and yielded its Dead event.
-func deadMember(t testing.TB, ctx context.Context, channels []string, opts ...pgnotify.Option) (*pgnotify.Manager, *pgx.Conn) {
-	t.Helper()
-	c := listener(t, channels...)
-	m := newManager(t, opts...)
-	require.NoError(t, m.Add(ctx, c))
-	adminExec(t, "SELECT pg_terminate_backend($1)", c.PgConn().PID())
-	untilKind(t, ctx, m, pgnotify.Dead)
-	return m, c
-}
-
-// untilKind returns the first event of kind k, failing on errors.
-func untilKind(t testing.TB, ctx context.Context, m *pgnotify.Manager, k pgnotify.Kind) pgnotify.Event {
-	t.Helper()
-	for {
-		ev := next(t, ctx, m)
-		if ev.Kind == k {
-			return ev
-		}
-	}
-}
-
 func TestManagerRecover(t *testing.T) {
 	ctx := testContext(t)
 	m, old := deadMember(t, ctx, []string{"rec", "Rec Two"})
@@ -328,23 +305,6 @@ func TestManagerRecoverDialReturningConnBeingAdded(t *testing.T) {
 	got, other := drainPayloads(t, ctx, m)
 	assert.Empty(t, other, "no Dead event")
 	assert.Equal(t, map[*pgx.Conn][]string{x: {"added"}}, got)
-}
-
-// connectFrom connects with src's Config() unchanged, the trap of issue 7
-// item 4: the config carries src's notification buffer in OnNotification,
-// so the new connection delivers its notifications into src. It is closed
-// when t ends.
-func connectFrom(t testing.TB, src *pgx.Conn) *pgx.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	c, err := pgx.ConnectConfig(ctx, src.Config())
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		closeManagers(t)
-		closeConn(t, c)
-	})
-	return c
 }
 
 // TestManagerRecoverRefusesDeafReplacement is issue 7 item 4: a DialFunc

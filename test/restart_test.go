@@ -14,19 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed-c59d106d/pgnotify"
-	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
 )
-
-// ownCluster starts a cluster for one test, for faults that would disturb
-// the shared server.
-func ownCluster(t testing.TB) *pgtmp.Cluster {
-	t.Helper()
-	requireServer(t)
-	c, err := pgtmp.Start(testContext(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, c.Stop()) })
-	return c
-}
 
 func TestServerRestartRecoversEveryMember(t *testing.T) {
 	for _, mode := range []string{"fast", "immediate"} {

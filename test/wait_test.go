@@ -265,13 +265,6 @@ func TestWaitZeroTimeoutContextDone(t *testing.T) {
 	assert.False(t, listener.IsClosed(), "nothing was sent, so the connection is intact")
 }
 
-// terminate kills conn's backend with pg_terminate_backend from another
-// session.
-func terminate(t *testing.T, pid uint32) {
-	t.Helper()
-	adminExec(t, "SELECT pg_terminate_backend($1)", int64(pid))
-}
-
 func requireTerminated(t *testing.T, err error) {
 	t.Helper()
 	var pgErr *pgconn.PgError

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
+	"github.com/seed-c59d106d/pgnotify/pgtest"
 )
 
 // TestDurable: emit while nothing listens, then listen -durable reads it
@@ -14,16 +14,7 @@ import (
 func TestDurable(t *testing.T) {
 	requireServer(t)
 	ctx := testContext(t)
-	c, err := pgtmp.Start(ctx, pgtmp.WithLogicalReplication(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	url := c.ConnString()
+	url := pgtest.Start(t, pgtest.WithLogicalReplication())
 	listen := func(args ...string) result {
 		t.Helper()
 		return run(t, ctx, nil, "", append([]string{"listen", "-durable", "-slot", "cli_slot", "-d", url, "-format", "json"}, args...)...)

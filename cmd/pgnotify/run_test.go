@@ -18,29 +18,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
-
-// testTimeout bounds each test. Generous: the machine is shared and the
-// binary runs under -race.
-const testTimeout = 90 * time.Second
-
-// requireServer skips t under -short, which runs only the tests that need no
-// server. Without -short TestMain has provided one (or failed the run).
-func requireServer(t testing.TB) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a PostgreSQL server; run without -short")
-	}
-}
-
-// testContext returns a context that ends after testTimeout or when t
-// ends.
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // cliEnv is the environment pgnotify runs in: this process's, without any
 // variable that says which server to use, plus extra.
@@ -304,13 +284,8 @@ func connect(t testing.TB, dbname string) *pgx.Conn {
 		t.Fatalf("connect to %s: %v", dbname, err)
 	}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = conn.Close(ctx)
-		select {
-		case <-conn.PgConn().CleanupDone():
-		case <-ctx.Done():
-			t.Errorf("connection %d: pgconn's cleanup did not finish", conn.PgConn().PID())
+		if err := testkit.CloseConn(conn); err != nil {
+			t.Error(err)
 		}
 	})
 	return conn

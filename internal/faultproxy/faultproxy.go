@@ -11,6 +11,7 @@
 //	link := p.LinkFor(conn.PgConn().Conn().LocalAddr()) // conn's link
 //	link.Blackhole() // conn's pings now time out
 //	link.Cut()       // conn's next read fails
+//	p.Partition()    // every link, and every one made until p.Heal(), blackholed
 //
 // The proxy knows nothing of PostgreSQL: it copies bytes.
 package faultproxy
@@ -21,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -45,12 +47,13 @@ type Proxy struct {
 	// with it.
 	wg sync.WaitGroup
 
-	mu     sync.Mutex         // guards the fields below
-	closed bool               // Close was called
-	links  map[*Link]struct{} // links not yet ended
-	order  []*Link            // live links in the order they were made (for Links)
-	ready  []*Link            // links not yet returned by NextLink
-	wake   chan struct{}      // closed (and replaced) when ready grows or the proxy closes
+	mu          sync.Mutex         // guards the fields below
+	closed      bool               // Close was called
+	partitioned bool               // Partition was called and Heal not since: new links start blackholed
+	links       map[*Link]struct{} // links not yet ended
+	order       []*Link            // live links in the order they were made (for Links)
+	ready       []*Link            // links not yet returned by NextLink
+	wake        chan struct{}      // closed (and replaced) when ready grows or the proxy closes
 }
 
 // New starts a proxy on 127.0.0.1 on a free port that forwards each
@@ -136,6 +139,11 @@ func (p *Proxy) open(client net.Conn) {
 		client.Close()
 		server.Close()
 		return
+	}
+	// Under mu, so that a Partition either lists l or is seen here: no
+	// byte of a link made during a partition gets through.
+	if p.partitioned {
+		l.Blackhole()
 	}
 	p.links[l] = struct{}{}
 	p.order = append(p.order, l)
@@ -238,6 +246,31 @@ func (p *Proxy) BlackholeAll() {
 // ResumeAll resumes every live link (see [Link.Resume]).
 func (p *Proxy) ResumeAll() {
 	for _, l := range p.Links() {
+		l.Resume()
+	}
+}
+
+// Partition blackholes every live link and every link made until [Proxy.Heal],
+// as a network partition between client and server does: a client that
+// connects anew reaches the proxy, but its startup message gets no answer.
+func (p *Proxy) Partition() {
+	p.mu.Lock()
+	p.partitioned = true
+	links := slices.Clone(p.order)
+	p.mu.Unlock()
+	for _, l := range links {
+		l.Blackhole()
+	}
+}
+
+// Heal ends a [Proxy.Partition]: every live link resumes (see [Link.Resume]),
+// held-back bytes first, and new links forward at once.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	p.partitioned = false
+	links := slices.Clone(p.order)
+	p.mu.Unlock()
+	for _, l := range links {
 		l.Resume()
 	}
 }

@@ -268,6 +268,35 @@ func TestBlackholeAllAndCutAll(t *testing.T) {
 	readEOF(t, c2)
 }
 
+// TestPartitionAndHeal: a partition holds back the live links and the links
+// made during it, from their first byte; Heal delivers what was held back.
+func TestPartitionAndHeal(t *testing.T) {
+	target, _ := startServer(t, echo)
+	p := newProxy(t, target)
+	before, _ := dial(t, p)
+
+	p.Partition()
+	during, _ := dial(t, p)
+	for _, c := range []net.Conn{before, during} {
+		_, err := c.Write([]byte("x"))
+		require.NoError(t, err)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+		_, err = c.Read(make([]byte, 1))
+		assert.True(t, isTimeout(err), "want a timeout, got %v", err)
+	}
+
+	p.Heal()
+	for _, c := range []net.Conn{before, during} {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		b := make([]byte, 1)
+		_, err := io.ReadFull(c, b)
+		require.NoError(t, err)
+		assert.Equal(t, "x", string(b))
+	}
+	after, _ := dial(t, p)
+	roundTrip(t, after, "y")
+}
+
 func TestTargetDown(t *testing.T) {
 	target, stop := startServer(t, echo)
 	stop()

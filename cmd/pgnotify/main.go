@@ -15,6 +15,10 @@
 //
 // Install it with
 //
+//	go install ./cmd/pgnotify   # from a checkout of the repository
+//
+// or, once the module is published,
+//
 //	go install github.com/seed-c59d106d/pgnotify/cmd/pgnotify@latest
 package main
 

@@ -29,14 +29,17 @@ emit is notify over package durable: it writes PAYLOAD on CHANNEL into the
 write-ahead log as a logical decoding message, which a replication slot
 keeps until a consumer (pgnotify listen -durable) confirms it, so nothing is
 lost while nobody listens. With no PAYLOAD, every line of standard input is
-one payload, without its newline (a last line without one counts too): all
-lines are checked before anything is sent, then sent in one transaction, in
-order; one bad line sends nothing; empty input sends nothing. Identical
-payloads are all kept.
+one payload, without its newline ("\n" or "\r\n"; a last line without one
+counts too): all lines are checked before anything is sent, then sent in one
+transaction, in order; one bad line sends nothing; empty input sends
+nothing. Identical payloads are all kept. If the connection breaks after
+COMMIT was sent, emit says the outcome is unknown and exits 4.
 
 The server needs wal_level = logical; messages emitted before a slot exists
 are in no slot. A payload is at most 64 MiB, and may hold any bytes but the
-newline that ends a line of standard input.
+newline that ends a line of standard input (and a carriage return before
+it): give such a payload as the PAYLOAD argument. listen -durable -format
+json prints a payload that is not UTF-8 as "payload_base64".
 
 Examples:
   pgnotify emit orders 42
@@ -54,7 +57,7 @@ Examples:
 var emitSender = sender{
 	verb:       "emit",
 	maxPayload: durable.MaxPayloadLen,
-	allowNUL:   true,
+	bytes:      true,
 	send: func(ctx context.Context, tx pgx.Tx, msgs []pgnotify.Message) error {
 		return durable.Emit(ctx, tx, msgs...)
 	},
@@ -67,8 +70,8 @@ func durableMode(fs *flag.FlagSet) func(context.Context, []*database, []string) 
 	create := fs.Bool("create-slot", false, "with -durable: create the slot (and the publication it needs) if missing;\nit keeps WAL until dropped: SELECT pg_drop_replication_slot('NAME')")
 	return func(ctx context.Context, dbs []*database, channels []string) (listenSource, error) {
 		if !*on {
-			if *slot != "" || *create {
-				return nil, usagef("-slot and -create-slot need -durable")
+			if *slot != "" || *create || isSet(fs, "lsn") {
+				return nil, usagef("-slot, -create-slot and -lsn need -durable")
 			}
 			return nil, nil
 		}
@@ -77,6 +80,13 @@ func durableMode(fs *flag.FlagSet) func(context.Context, []*database, []string) 
 		}
 		return openDurable(ctx, dbs, *slot, *create, channels)
 	}
+}
+
+// isSet reports whether the flag name was given on the command line.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // durableSource reads one durable stream per database. A batch is

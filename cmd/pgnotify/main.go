@@ -38,7 +38,19 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // runtime failure: unreachable server, server error
 	exitUsage   = 2 // usage or invalid input: nothing was sent
+	exitTimeout = 3 // listen: -idle ended a -n listen before COUNT lines
+	exitUnknown = 4 // notify, emit: the connection broke after COMMIT was sent
 )
+
+// codeError is a failure with an exit code of its own (exitTimeout,
+// exitUnknown); its message is printed as any other.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+func (e *codeError) Unwrap() error { return e.err }
 
 // A command is one subcommand. A new one lives in a file of its own and
 // joins commands (a file may append itself in an init function, as listen
@@ -134,9 +146,13 @@ func run(ctx context.Context, e *env, args []string) int {
 		err = runCmd(ctx, e, rest)
 	}
 	var ue *usageError
+	var ce *codeError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ce):
+		fmt.Fprintf(e.stderr, "pgnotify %s: %s\n", cmd.name, oneLine(err))
+		return ce.code
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "pgnotify %s: %s (see pgnotify %s -h)\n", cmd.name, oneLine(err), cmd.name)
 		return exitUsage
@@ -222,9 +238,12 @@ Run pgnotify <command> -h for a command's flags and examples.
 Exit status: 0 ok (also after listen's -n or -idle, or Ctrl-C); 1 runtime
 failure (unreachable server, server error); 2 usage or invalid input
 (unknown command or flag, no channel, an invalid channel name, a payload too
-long: 8000 bytes or more for notify, over 64 MiB for emit), in which case
-nothing was sent. Every error is one line
-on standard error.
+long: 8000 bytes or more for notify, over 64 MiB for emit; a notify payload
+that is not UTF-8), in which case nothing was sent; 3 listen's -idle ended
+a -n listen before COUNT lines ("timed out"); 4 notify or emit lost the
+connection after sending COMMIT: the payloads may or may not have been
+delivered (check before sending again). Every error is one line on
+standard error.
 
 Examples:
   pgnotify listen orders                       # watch one channel

@@ -71,7 +71,7 @@ func stats(ctx context.Context, e *env, url string, format formatFlag) error {
 		}
 	}
 
-	if lineFormatFor(format, e.stdoutIsTTY, false) == (jsonFormat{}) {
+	if format == "json" || (format == "" && !e.stdoutIsTTY) {
 		_, err = e.stdout.Write(appendJSON(nil, struct {
 			DB            string  `json:"db"`
 			Usage         float64 `json:"usage"`

@@ -13,11 +13,12 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-h"}, []string{"listen", "notify", "stats", "emit", "DATABASE_URL", "Exit status", "Examples:"}},
+		{[]string{"-h"}, []string{"listen", "notify", "stats", "emit", "DATABASE_URL", "Exit status", "; 3 listen's -idle", "; 4 notify", "Examples:"}},
 		{[]string{"emit", "-h"}, []string{"Usage: pgnotify emit", "-d URL", "standard input", "one transaction", "wal_level", "Examples:"}},
 		{[]string{"help"}, []string{"listen", "notify", "stats"}},
-		{[]string{"listen", "-h"}, []string{"Usage: pgnotify listen", "-d URL", "-format", "-n COUNT", "-idle DUR", `"event":"dead"`, `"event":"recovered"`, "#2", "Examples:", "DATABASE_URL", "-durable", "-slot", "-create-slot", "lsn"}},
-		{[]string{"notify", "-h"}, []string{"Usage: pgnotify notify", "-d URL", "standard input", "one transaction", "7999", "Examples:"}},
+		{[]string{"listen", "-h"}, []string{"Usage: pgnotify listen", "-d URL", "-format", "-n COUNT", "-idle DUR", `"event":"dead"`, `"event":"recovered"`, "#2", "Examples:", "DATABASE_URL", "-durable", "-slot", "-create-slot", "lsn",
+			"exits 3", "-lsn FORM", "decimal", "payload_base64", "quoted Go-style"}},
+		{[]string{"notify", "-h"}, []string{"Usage: pgnotify notify", "-d URL", "standard input", "one transaction", "7999", "UTF-8", `"\r\n"`, "exits 4", "Examples:"}},
 		{[]string{"stats", "-h"}, []string{"Usage: pgnotify stats", "-d URL", "pg_notification_queue_usage", "Examples:"}},
 	} {
 		r := run(t, ctx, nil, "", tc.args...)
@@ -55,6 +56,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"listen", "-format", "xml", "ch"}, "json or text"},
 		{[]string{"listen", "-n", "-1", "ch"}, "-n"},
 		{[]string{"listen", "-idle", "soon", "ch"}, "-idle"},
+		{[]string{"listen", "-idle", "5", "ch"}, "needs a unit"},
+		{[]string{"listen", "-lsn", "hex", "ch"}, "pg or decimal"},
+		{[]string{"listen", "-lsn", "decimal", "ch"}, "-durable"},
+		{[]string{"notify", "ch", "a\xffb"}, "not valid UTF-8"},
 		{[]string{"listen", ""}, "invalid channel name"},
 		{[]string{"listen", "ok", long}, "invalid channel name"},
 		{[]string{"listen", "-d", "postgres://%zz", "ch"}, "cannot parse"},

@@ -135,23 +135,32 @@ func send(ctx context.Context, e *env, url string, args []string, how sender) er
 }
 
 // commit commits tx and tells apart the three outcomes a script must not
-// confuse: committed (nil), not committed (the server said so, or COMMIT
-// never left: "nothing sent"), and unknown (the connection broke after
-// COMMIT was sent: the server may have committed; exit 4).
+// confuse: committed (nil), not committed (the server said so, or the
+// connection was already gone: "nothing sent"), and unknown (the connection
+// broke once COMMIT may have left: the server may have committed; exit 4).
+//
+// Whether COMMIT left cannot be read from the error: once a read fails,
+// pgconn closes the connection and reports "conn closed", an error that
+// claims nothing was sent (SafeToRetry). So every failure that is not the
+// server's own answer counts as unknown, unless the connection was closed
+// before COMMIT was attempted.
 func commit(ctx context.Context, label string, tx pgx.Tx, verb string) error {
+	if tx.Conn().IsClosed() {
+		return fmt.Errorf("%s: nothing sent: the connection was lost before COMMIT", label)
+	}
 	err := tx.Commit(ctx)
 	var pgErr *pgconn.PgError
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, pgx.ErrTxCommitRollback), errors.As(err, &pgErr), pgconn.SafeToRetry(err):
-		// The server answered (it rolled back, e.g. a full notification
-		// queue), or nothing reached it.
+	case errors.Is(err, pgx.ErrTxCommitRollback), errors.As(err, &pgErr):
+		// The server answered: it rolled back (e.g. a full notification
+		// queue).
 		return fmt.Errorf("%s: nothing sent: %w", label, err)
 	default:
 		return &codeError{exitUnknown, fmt.Errorf("%s: the connection broke after COMMIT was sent: "+
-			"the server may or may not have committed, so every payload may or may not have been delivered; "+
-			"check before you %s again: %w", label, verb, err)}
+			"the server may or may not have committed, so the payloads may or may not have been delivered; "+
+			"check before you %s again (%w)", label, verb, err)}
 	}
 }
 

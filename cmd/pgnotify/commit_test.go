@@ -152,4 +152,3 @@ func forwardUntilCommit(client, server net.Conn) {
 		}
 	}
 }
-

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -89,27 +90,34 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// durableSource reads one durable stream per database. A batch is
-// acknowledged when listen asks for the next event, so each stream's Next
-// is only called once listen has printed what it returned before.
+// durableSource reads one durable stream per database. Stream.Next
+// acknowledges the batch it returned before, and Close the one it returned
+// last, so Next is called only from listen's own goroutine, once it has
+// printed what the previous call returned: a batch that ends up unprinted
+// (Ctrl-C, -idle, -n, an error on another -d) was never taken from its
+// stream, and stays in the slot.
 type durableSource struct {
 	streams []*durable.Stream
 	labels  []string
-	events  chan durableEvent
-	printed []chan struct{} // one per stream: listen has printed its last event
-	last    int             // the stream whose event listen printed last; -1 at first
-	stop    context.CancelFunc
-	done    chan struct{}
+	wait    int // the stream next waits on when none has an event ready
 }
 
-type durableEvent struct {
-	i   int
-	ev  pgnotify.Event
-	err error
-}
+// pollSlice bounds how long next waits on one stream while others may have
+// an event ready. A stream has no way to say "ready" without taking the
+// event, so with several -d, next waits on each in turn and looks at the
+// others in between: an event on another stream waits at most this long.
+const pollSlice = 50 * time.Millisecond
+
+// expired is a context that has ended: Next with it takes an event that is
+// ready and never waits.
+var expired = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 func openDurable(ctx context.Context, dbs []*database, slot string, create bool, channels []string) (*durableSource, error) {
-	s := &durableSource{events: make(chan durableEvent), last: -1, done: make(chan struct{})}
+	s := &durableSource{}
 	for _, db := range dbs {
 		url := db.url
 		if create {
@@ -131,66 +139,61 @@ func openDurable(ctx context.Context, dbs []*database, slot string, create bool,
 		}
 		s.streams = append(s.streams, st)
 		s.labels = append(s.labels, db.label)
-		s.printed = append(s.printed, make(chan struct{}, 1))
 	}
-	rctx, stop := context.WithCancel(context.Background())
-	s.stop = stop
-	running := len(s.streams)
-	finished := make(chan struct{}, running)
-	for i, st := range s.streams {
-		go func() {
-			defer func() { finished <- struct{}{} }()
-			for {
-				ev, err := st.Next(rctx)
-				select {
-				case s.events <- durableEvent{i, ev, err}:
-				case <-rctx.Done():
-					return
-				}
-				if err != nil {
-					return
-				}
-				select {
-				case <-s.printed[i]:
-				case <-rctx.Done():
-					return
-				}
-			}
-		}()
-	}
-	go func() {
-		for range running {
-			<-finished
-		}
-		close(s.done)
-	}()
 	return s, nil
 }
 
 func (s *durableSource) wholeBatches() bool { return true }
 
+// next returns the next event of any stream. Once ctx has ended it takes
+// nothing more: Next returns what is queued even under an ended context.
 func (s *durableSource) next(ctx context.Context) (string, pgnotify.Event, error) {
-	if s.last >= 0 {
-		s.printed[s.last] <- struct{}{}
-		s.last = -1
-	}
-	select {
-	case e := <-s.events:
-		if e.err != nil {
-			return "", e.ev, fmt.Errorf("%s: %w", s.labels[e.i], e.err)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", pgnotify.Event{}, err
 		}
-		s.last = e.i
-		return s.labels[e.i], e.ev, nil
-	case <-ctx.Done():
-		return "", pgnotify.Event{}, ctx.Err()
+		if len(s.streams) == 1 {
+			return s.take(ctx, 0)
+		}
+		// One that is ready, starting after the one waited on last, so
+		// that a busy stream does not starve the others.
+		for k := range s.streams {
+			i := (s.wait + k) % len(s.streams)
+			db, ev, err := s.take(expired, i)
+			if !errors.Is(err, context.Canceled) {
+				return db, ev, err // an event, or the stream's own error
+			}
+			if err := ctx.Err(); err != nil {
+				return "", pgnotify.Event{}, err
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, pollSlice)
+		db, ev, err := s.take(wctx, s.wait)
+		cancel()
+		s.wait = (s.wait + 1) % len(s.streams)
+		if err == nil || wctx.Err() == nil {
+			return db, ev, err
+		}
 	}
 }
 
-// close acknowledges what listen printed last (Close does), and ends every
-// stream.
+// take calls stream i's Next under ctx; a stream's own error names its
+// database, ctx's is returned as it is.
+func (s *durableSource) take(ctx context.Context, i int) (string, pgnotify.Event, error) {
+	ev, err := s.streams[i].Next(ctx)
+	switch {
+	case err == nil:
+		return s.labels[i], ev, nil
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return "", ev, err
+	default:
+		return "", ev, fmt.Errorf("%s: %w", s.labels[i], err)
+	}
+}
+
+// close acknowledges what listen printed last (Close does: the last event
+// taken was printed), and ends every stream.
 func (s *durableSource) close(ctx context.Context) error {
-	s.stop()
-	<-s.done
 	return s.closeStreams(ctx)
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,11 +67,11 @@ var emitSender = sender{
 }
 
 // durableMode is listen -durable -slot NAME [-create-slot].
-func durableMode(fs *flag.FlagSet) func(context.Context, []*database, []string) (listenSource, error) {
+func durableMode(fs *flag.FlagSet) func(context.Context, *env, []*database, []string) (listenSource, error) {
 	on := fs.Bool("durable", false, "read durable messages (pgnotify emit) from a replication slot instead of\nNOTIFY: nothing is lost while pgnotify is not running; needs -slot")
 	slot := fs.String("slot", "", "with -durable: the replication slot `NAME` to read (one reader at a time)")
-	create := fs.Bool("create-slot", false, "with -durable: create the slot (and the publication it needs) if missing;\nit keeps WAL until dropped: SELECT pg_drop_replication_slot('NAME')")
-	return func(ctx context.Context, dbs []*database, channels []string) (listenSource, error) {
+	create := fs.Bool("create-slot", false, "with -durable: create the slot (and the publication it needs) where it is\nmissing, once every -d passed the checks; it keeps WAL until dropped:\npgnotify slots -drop NAME")
+	return func(ctx context.Context, e *env, dbs []*database, channels []string) (listenSource, error) {
 		if !*on {
 			if *slot != "" || *create || isSet(fs, "lsn") {
 				return nil, usagef("-slot, -create-slot and -lsn need -durable")
@@ -79,7 +81,10 @@ func durableMode(fs *flag.FlagSet) func(context.Context, []*database, []string) 
 		if *slot == "" {
 			return nil, usagef("-durable needs -slot NAME")
 		}
-		return openDurable(ctx, dbs, *slot, *create, channels)
+		if err := checkSlotName(*slot); err != nil {
+			return nil, err
+		}
+		return openDurable(ctx, e.stderr, dbs, *slot, *create, channels)
 	}
 }
 
@@ -116,17 +121,15 @@ var expired = func() context.Context {
 	return ctx
 }()
 
-func openDurable(ctx context.Context, dbs []*database, slot string, create bool, channels []string) (*durableSource, error) {
+func openDurable(ctx context.Context, stderr io.Writer, dbs []*database, slot string, create bool, channels []string) (*durableSource, error) {
 	s := &durableSource{}
-	for _, db := range dbs {
-		url := db.url
-		if create {
-			if err := durable.CreateSlot(ctx, url, slot); err != nil {
-				s.closeStreams(context.WithoutCancel(ctx))
-				return nil, fmt.Errorf("%s: %w", db.label, err)
-			}
+	if create {
+		if err := createSlots(ctx, stderr, dbs, slot); err != nil {
+			return nil, err
 		}
-		st, err := durable.Open(ctx, url, slot, channels)
+	}
+	for _, db := range dbs {
+		st, err := durable.Open(ctx, db.url, slot, channels)
 		if err != nil {
 			s.closeStreams(context.WithoutCancel(ctx))
 			if ctx.Err() != nil {
@@ -205,4 +208,106 @@ func (s *durableSource) closeStreams(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkSlotName rejects a slot name the server would, as a usage error
+// (package durable's own check is an ordinary error).
+func checkSlotName(slot string) error {
+	if slot == "" || len(slot) > 63 || strings.Trim(slot, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+		return usagef("invalid slot name %q: want 1 to 63 lower-case letters, digits and _", slot)
+	}
+	return nil
+}
+
+// slotCheck is what createSlots learns of one database before it creates
+// anything.
+type slotCheck struct {
+	walLevel    string
+	replication bool // the role may replicate
+	publication bool // the publication exists, or the role may create it
+	exists      bool // the slot exists
+	usable      bool // ... as a logical pgoutput slot of this database
+	invalidated bool
+	freeSlot    bool // max_replication_slots leaves room for one more
+}
+
+// createSlots is listen -create-slot: it checks every database first
+// (reachable, wal_level, the role, room for a slot), creates the slot only
+// where it is missing and only once every database passed, names each slot
+// it created on stderr, and drops them again if a later creation fails.
+func createSlots(ctx context.Context, stderr io.Writer, dbs []*database, slot string) error {
+	var missing []*database
+	var problems []string
+	for _, db := range dbs {
+		c, err := checkSlot(ctx, db, slot)
+		if err != nil {
+			return err // unreachable, or ctx ended: nothing created
+		}
+		problem := ""
+		switch {
+		case c.walLevel != "logical":
+			problem = fmt.Sprintf("wal_level is %s, not logical (ALTER SYSTEM SET wal_level = logical, then restart)", c.walLevel)
+		case !c.replication:
+			problem = "the role lacks REPLICATION (ALTER ROLE name REPLICATION)"
+		case c.exists && !c.usable:
+			problem = fmt.Sprintf("slot %q exists but is not a logical pgoutput slot of this database", slot)
+		case c.invalidated:
+			problem = fmt.Sprintf("slot %q was invalidated: its messages are gone; drop it (pgnotify slots -drop %s) and create it again", slot, slot)
+		case c.exists:
+		case !c.publication:
+			problem = fmt.Sprintf("publication %s is missing and the role may not create it (GRANT CREATE ON DATABASE)", durable.Publication)
+		case !c.freeSlot:
+			problem = "no free replication slot (raise max_replication_slots)"
+		default:
+			missing = append(missing, db)
+		}
+		if problem != "" {
+			problems = append(problems, db.label+": "+problem)
+		}
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("-create-slot: created no slot: %s", strings.Join(problems, "; "))
+	}
+	var created []*database
+	for _, db := range missing {
+		if err := durable.CreateSlot(ctx, db.url, slot); err != nil {
+			err = fmt.Errorf("%s: %w", db.label, err)
+			for _, c := range created {
+				if derr := durable.DropSlot(context.WithoutCancel(ctx), c.url, slot); derr != nil {
+					// Say what is left pinning WAL.
+					fmt.Fprintf(stderr, "pgnotify listen: slot %q in %s was created and could not be dropped again: %s; drop it: pgnotify slots -drop %s\n",
+						slot, c.label, oneLine(derr), slot)
+				}
+			}
+			return err
+		}
+		created = append(created, db)
+		fmt.Fprintf(stderr, "pgnotify listen: created slot %q in %s; it keeps WAL until dropped (pgnotify slots -drop %s)\n", slot, db.label, slot)
+	}
+	return nil
+}
+
+// checkSlot reads what createSlots checks, in one query on an ordinary
+// connection.
+func checkSlot(ctx context.Context, db *database, slot string) (slotCheck, error) {
+	conn, err := db.connect(ctx)
+	if err != nil {
+		return slotCheck{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var c slotCheck
+	err = conn.QueryRow(ctx, `SELECT current_setting('wal_level'),
+		(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
+		EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)
+			OR has_database_privilege(current_database(), 'CREATE'),
+		s.slot_name IS NOT NULL,
+		coalesce(s.slot_type = 'logical' AND s.plugin = 'pgoutput' AND s.database = current_database(), false),
+		coalesce(s.wal_status = 'lost', false),
+		(SELECT count(*) FROM pg_replication_slots) < current_setting('max_replication_slots')::int
+	FROM (SELECT 1) AS one LEFT JOIN pg_replication_slots s ON s.slot_name = $2`, durable.Publication, slot).Scan(
+		&c.walLevel, &c.replication, &c.publication, &c.exists, &c.usable, &c.invalidated, &c.freeSlot)
+	if err != nil {
+		return slotCheck{}, fmt.Errorf("%s: check before creating slot %q: %w", db.label, slot, err)
+	}
+	return c, nil
 }

@@ -70,9 +70,12 @@ The LSN is printed as PostgreSQL writes it ("16/B374D848", comparable with
 ::pg_lsn in SQL); -lsn decimal prints the uint64 that package durable's
 Event.LSN holds instead (in Go, fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
 gives the first form). Ctrl-C, SIGTERM, -idle, -n and an error on another -d
-never acknowledge a batch that was not printed: it stays in the slot. -create-slot creates the slot if it
-is missing (the server needs wal_level = logical; the role REPLICATION); a
-slot keeps WAL until it is dropped. A dead line there loses nothing.
+never acknowledge a batch that was not printed: it stays in the slot. -create-slot creates the slot where
+it is missing (the server needs wal_level = logical; the role REPLICATION):
+with several -d it first checks every database (reachable, wal_level, the
+role, room for a slot) and creates no slot unless it can create all; each
+slot it creates is named on standard error. A slot keeps WAL until it is
+dropped: pgnotify slots lists them, pgnotify slots -drop NAME drops one. A dead line there loses nothing.
 
 Examples:
   pgnotify listen orders
@@ -88,7 +91,7 @@ Examples:
 		fs.IntVar(&o.count, "n", 0, "exit 0 after `COUNT` notification lines (0: no limit)")
 		fs.Var((*durationFlag)(&o.idle), "idle", "exit after `DUR` (with a unit: 500ms, 30s, 5m) without a notification (0: never);\nexit 0, or 3 when it ends a -n listen before COUNT lines")
 		fs.Var(&o.lsn, "lsn", "with -durable: print lsn in `FORM` pg (PostgreSQL's \"16/B374D848\", as\npg_current_wal_lsn() shows it) or decimal (the number Event.LSN holds)")
-		var modes []func(context.Context, []*database, []string) (listenSource, error)
+		var modes []func(context.Context, *env, []*database, []string) (listenSource, error)
 		for _, mode := range listenModes {
 			modes = append(modes, mode(fs))
 		}
@@ -143,9 +146,9 @@ type listenSource interface {
 // defines its flags on listen's FlagSet and returns an opener, which after
 // parsing returns the mode's source, or nil if its flags did not choose it.
 // Without one, listen uses a Manager.
-var listenModes []func(fs *flag.FlagSet) func(ctx context.Context, dbs []*database, channels []string) (listenSource, error)
+var listenModes []func(fs *flag.FlagSet) func(ctx context.Context, e *env, dbs []*database, channels []string) (listenSource, error)
 
-func listen(ctx context.Context, e *env, o *listenOptions, modes []func(context.Context, []*database, []string) (listenSource, error)) error {
+func listen(ctx context.Context, e *env, o *listenOptions, modes []func(context.Context, *env, []*database, []string) (listenSource, error)) error {
 	if len(o.channels) == 0 {
 		return usagef("no CHANNEL: name at least one channel to listen on")
 	}
@@ -172,7 +175,7 @@ func listen(ctx context.Context, e *env, o *listenOptions, modes []func(context.
 
 	var src listenSource
 	for _, open := range modes {
-		if src, err = open(ctx, dbs, o.channels); err != nil || src != nil {
+		if src, err = open(ctx, e, dbs, o.channels); err != nil || src != nil {
 			break
 		}
 	}

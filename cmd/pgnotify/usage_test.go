@@ -13,12 +13,13 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"-h"}, []string{"listen", "notify", "stats", "emit", "DATABASE_URL", "Exit status", "; 3 listen's -idle", "; 4 notify", "Examples:"}},
+		{[]string{"-h"}, []string{"listen", "notify", "stats", "emit", "slots", "DATABASE_URL", "Exit status", "; 3 listen's -idle", "; 4 notify", "Examples:"}},
 		{[]string{"emit", "-h"}, []string{"Usage: pgnotify emit", "-d URL", "standard input", "one transaction", "wal_level", "Examples:"}},
 		{[]string{"help"}, []string{"listen", "notify", "stats"}},
 		{[]string{"listen", "-h"}, []string{"Usage: pgnotify listen", "-d URL", "-format", "-n COUNT", "-idle DUR", `"event":"dead"`, `"event":"recovered"`, "#2", "Examples:", "DATABASE_URL", "-durable", "-slot", "-create-slot", "lsn",
-			"exits 3", "-lsn FORM", "decimal", "payload_base64", "quoted Go-style"}},
+			"exits 3", "-lsn FORM", "creates no slot unless it can create all", "pgnotify slots -drop", "decimal", "payload_base64", "quoted Go-style"}},
 		{[]string{"notify", "-h"}, []string{"Usage: pgnotify notify", "-d URL", "standard input", "one transaction", "7999", "UTF-8", `"\r\n"`, "exits 4", "Examples:"}},
+		{[]string{"slots", "-h"}, []string{"Usage: pgnotify slots", "-d URL", "-drop NAME", "retained_wal_bytes", "invalidated", "active", "Examples:"}},
 		{[]string{"stats", "-h"}, []string{"Usage: pgnotify stats", "-d URL", "pg_notification_queue_usage", "Examples:"}},
 	} {
 		r := run(t, ctx, nil, "", tc.args...)
@@ -68,6 +69,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"notify", long, "p"}, "invalid channel name"},
 		{[]string{"notify", "ch", strings.Repeat("p", 8000)}, "8000 bytes"},
 		{[]string{"stats", "extra"}, "no arguments"},
+		{[]string{"slots", "extra"}, "no arguments"},
+		{[]string{"slots", "-drop", "Bad-Name"}, "invalid slot name"},
+		{[]string{"listen", "-durable", "-slot", "Bad", "ch"}, "invalid slot name"},
 	} {
 		r := run(t, ctx, env, "", tc.args...)
 		name := strings.Join(tc.args, " ")

@@ -20,7 +20,7 @@ func TestHelp(t *testing.T) {
 			"exits 3", "-lsn FORM", "creates no slot unless it can create all", "pgnotify slots -drop", "decimal", "payload_base64", "quoted Go-style"}},
 		{[]string{"notify", "-h"}, []string{"Usage: pgnotify notify", "-d URL", "standard input", "one transaction", "7999", "UTF-8", `"\r\n"`, "exits 4", "Examples:"}},
 		{[]string{"slots", "-h"}, []string{"Usage: pgnotify slots", "-d URL", "-drop NAME", "retained_wal_bytes", "invalidated", "active", "Examples:"}},
-		{[]string{"stats", "-h"}, []string{"Usage: pgnotify stats", "-d URL", "pg_notification_queue_usage", "Examples:"}},
+		{[]string{"stats", "-h"}, []string{"Usage: pgnotify stats", "-d URL", "pg_notification_queue_usage", "-min-age DUR", "one sample", "ClientWrite", "listens", "Examples:"}},
 	} {
 		r := run(t, ctx, nil, "", tc.args...)
 		if r.code != 0 || r.stderr != "" {

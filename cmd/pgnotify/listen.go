@@ -40,9 +40,10 @@ Notification lines have no "event" key. time is when pgnotify received it
 (RFC 3339, UTC, nanoseconds); pid is the backend that sent it. A payload
 that is not valid UTF-8 (a durable payload is bytes; a SQL_ASCII database)
 comes as "payload_base64" (standard base64, with padding) instead of
-"payload": a line has exactly one of the two, and no byte is replaced. A dead line
-means a connection was lost: notifications sent until its recovered line are
-lost (that is NOTIFY), so a recovered line is the signal to resynchronise.
+"payload": a line has exactly one of the two, and no byte is replaced. A
+dead line means a connection was lost: notifications sent until its
+recovered line are lost (that is NOTIFY), so a recovered line is the signal
+to resynchronise.
 
 Text lines (-format text) hold the same: time, db, channel, pid=PID and the
 payload; each field is quoted Go-style when it is empty, starts with a quote,
@@ -70,12 +71,13 @@ The LSN is printed as PostgreSQL writes it ("16/B374D848", comparable with
 ::pg_lsn in SQL); -lsn decimal prints the uint64 that package durable's
 Event.LSN holds instead (in Go, fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
 gives the first form). Ctrl-C, SIGTERM, -idle, -n and an error on another -d
-never acknowledge a batch that was not printed: it stays in the slot. -create-slot creates the slot where
-it is missing (the server needs wal_level = logical; the role REPLICATION):
-with several -d it first checks every database (reachable, wal_level, the
-role, room for a slot) and creates no slot unless it can create all; each
-slot it creates is named on standard error. A slot keeps WAL until it is
-dropped: pgnotify slots lists them, pgnotify slots -drop NAME drops one. A dead line there loses nothing.
+never acknowledge a batch that was not printed: it stays in the slot.
+-create-slot creates the slot where it is missing (the server needs
+wal_level = logical; the role REPLICATION): with several -d it first checks
+every database (reachable, wal_level, the role, room for a slot) and creates
+no slot unless it can create all; each slot it creates is named on standard
+error. A slot keeps WAL until it is dropped: pgnotify slots lists them,
+pgnotify slots -drop NAME drops one. A dead line there loses nothing.
 
 Examples:
   pgnotify listen orders
@@ -89,7 +91,7 @@ Examples:
 		fs.Var(&o.urls, "d", "connection string `URL` of a database to listen on; repeat for several\n(default $DATABASE_URL, else the PG* variables)")
 		fs.Var(&o.format, "format", "output `FORMAT`: json or text (default json when standard output is\nnot a terminal, else text)")
 		fs.IntVar(&o.count, "n", 0, "exit 0 after `COUNT` notification lines (0: no limit)")
-		fs.Var((*durationFlag)(&o.idle), "idle", "exit after `DUR` (with a unit: 500ms, 30s, 5m) without a notification (0: never);\nexit 0, or 3 when it ends a -n listen before COUNT lines")
+		fs.Var((*durationFlag)(&o.idle), "idle", "exit after `DUR` (with a unit: 500ms, 30s, 5m) without a notification\n(0: never): exit 0, or 3 when it ends a -n listen before COUNT lines")
 		fs.Var(&o.lsn, "lsn", "with -durable: print lsn in `FORM` pg (PostgreSQL's \"16/B374D848\", as\npg_current_wal_lsn() shows it) or decimal (the number Event.LSN holds)")
 		var modes []func(context.Context, *env, []*database, []string) (listenSource, error)
 		for _, mode := range listenModes {

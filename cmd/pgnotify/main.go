@@ -6,12 +6,15 @@
 //	pgnotify stats  [-d URL]
 //	pgnotify emit   [-d URL] CHANNEL [PAYLOAD]
 //	pgnotify listen -durable -slot NAME [-create-slot] CHANNEL...
+//	pgnotify slots  [-d URL] [-drop NAME]
 //
 // listen prints one line per notification, as it arrives, from every database
 // at once, and reconnects by itself; notify sends one payload, or every line
 // of standard input in one transaction; stats shows how full the server's
 // notification queue is; emit and listen -durable do what notify and listen
-// do over package durable, where nothing is lost while no one listens. Run pgnotify -h for the whole usage.
+// do over package durable, where nothing is lost while no one listens;
+// slots lists durable slots with the WAL they hold back, and drops one.
+// Run pgnotify -h for the whole usage.
 //
 // Install it with
 //
@@ -253,6 +256,7 @@ Examples:
   pgnotify stats                               # how full is the notification queue?
   pgnotify emit invoices 42                    # durable: kept in a replication slot
   pgnotify listen -durable -slot mailer -create-slot invoices   # read them, nothing lost
+  pgnotify slots                               # durable slots and the WAL they hold back
 `)
 }
 

@@ -124,3 +124,48 @@ func TestStatsNamesHolders(t *testing.T) {
 		t.Errorf("text does not name the stuck listener (%q, listens):\n%s", want, r.stdout)
 	}
 }
+
+// TestStatsNamesNonReader: a listening client that stops reading its socket
+// leaves its backend blocked writing notifications to it (wait_event
+// ClientWrite), outside any transaction. stats names it too.
+func TestStatsNamesNonReader(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	deaf := connect(t, "postgres")
+	if err := pgnotify.Listen(ctx, deaf, "flood"); err != nil {
+		t.Fatal(err)
+	}
+	// deaf is not read from now on. Send until its backend is blocked: more
+	// than the socket buffers on both sides hold.
+	admin := connect(t, "postgres")
+	payload := strings.Repeat("x", 7900)
+	blocked := func() bool {
+		var ev string
+		if err := admin.QueryRow(ctx, "SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", deaf.PgConn().PID()).Scan(&ev); err != nil {
+			t.Fatal(err)
+		}
+		return ev == "ClientWrite"
+	}
+	for i := 0; !blocked(); i++ {
+		if ctx.Err() != nil || i > 1000 {
+			t.Fatalf("the deaf listener's backend never blocked on ClientWrite after %d MB", i*500*len(payload)>>20)
+		}
+		msgs := make([]pgnotify.Message, 500)
+		for j := range msgs {
+			msgs[j] = pgnotify.Message{Channel: "flood", Payload: fmt.Sprintf("%d.%d %s", i, j, payload)}
+		}
+		notifyFrom(t, ctx, admin, msgs...)
+	}
+
+	r := run(t, ctx, nil, "", "stats", "-min-age", "0s", "-format", "text", "-d", dbURL(t, "postgres"))
+	line := ""
+	for _, l := range lines(r.stdout) {
+		if strings.Contains(l, fmt.Sprintf("pid %d ", deaf.PgConn().PID())) {
+			line = l
+		}
+	}
+	if r.code != 0 || !strings.Contains(line, "blocked writing to its client") || !strings.Contains(line, "listens") {
+		t.Fatalf("stats: exit %d; want a line naming %d as blocked writing to its client and listening:\n%s%s",
+			r.code, deaf.PgConn().PID(), r.stdout, r.stderr)
+	}
+}

@@ -1,7 +1,10 @@
 package main_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"testing"
 
 	"github.com/seed-c59d106d/pgnotify/pgtest"
@@ -40,6 +43,10 @@ func TestDurable(t *testing.T) {
 		t.Fatalf("listen -n 1: exit %d; stderr:\n%s", r.code, r.stderr)
 	}
 	got := parseLines(t, r.stdout)
+	firstLSN := ""
+	if len(got) > 0 {
+		firstLSN, _ = got[0]["lsn"].(string)
+	}
 	if len(got) != 3 {
 		t.Fatalf("listen -n 1 printed %d lines, want the whole batch of 3:\n%s", len(got), r.stdout)
 	}
@@ -52,12 +59,43 @@ func TestDurable(t *testing.T) {
 		}
 	}
 
-	// The next run starts after the printed batch: "d" comes first.
-	r = listen("-n", "1", "jobs")
+	// The next run starts after the printed batch: "d" comes first. -lsn
+	// decimal prints the number Event.LSN holds: the same position.
+	r = listen("-n", "1", "-lsn", "decimal", "jobs")
 	got = parseLines(t, r.stdout)
 	if r.code != 0 || len(got) != 1 || got[0]["payload"] != "d" {
 		t.Fatalf("second run: exit %d, lines %v; want only d; stderr:\n%s", r.code, got, r.stderr)
 	}
+	lsn, err := strconv.ParseUint(fmt.Sprint(got[0]["lsn"]), 10, 64)
+	if err != nil || lsn == 0 {
+		t.Fatalf("-lsn decimal: lsn %v, want a decimal number (%v)", got[0]["lsn"], err)
+	}
+	if first := lsnNumber(t, firstLSN); lsn <= first {
+		t.Errorf("decimal lsn %d is not after the first batch's %s (%d)", lsn, firstLSN, first)
+	}
+
+	// A payload that is not UTF-8 comes in base64, byte for byte.
+	if r := run(t, ctx, nil, "", "emit", "-d", url, "jobs", "\xff\xfe ok"); r.code != 0 {
+		t.Fatalf("emit: exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	r = listen("-n", "1", "jobs")
+	got = parseLines(t, r.stdout)
+	if r.code != 0 || len(got) != 1 {
+		t.Fatalf("third run: exit %d, lines %v; stderr:\n%s", r.code, got, r.stderr)
+	}
+	if _, ok := got[0]["payload"]; ok || got[0]["payload_base64"] != base64.StdEncoding.EncodeToString([]byte("\xff\xfe ok")) {
+		t.Errorf("line %v: want payload_base64 of the bytes and no payload", got[0])
+	}
+}
+
+// lsnNumber parses an LSN as PostgreSQL writes it ("16/B374D848").
+func lsnNumber(t testing.TB, s string) uint64 {
+	t.Helper()
+	var hi, lo uint32
+	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
+		t.Fatalf("lsn %q: %v", s, err)
+	}
+	return uint64(hi)<<32 | uint64(lo)
 }
 
 // parseLines parses each line of out as a JSON object.

@@ -192,6 +192,48 @@ func TestListenIdle(t *testing.T) {
 	}
 }
 
+// TestListenIdleBeforeCount: -idle that ends a -n listen before COUNT lines
+// exits 3 with one line saying it timed out; one that ends it after none is
+// asked for (no -n) exits 0, as TestListenIdle shows.
+func TestListenIdleBeforeCount(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	sender := connect(t, "postgres")
+	l := startListen(t, ctx, nil, "-n", "2", "-idle", "300ms", "-d", dbURL(t, "postgres"), "c")
+	notifyFrom(t, ctx, sender, pgnotify.Message{Channel: "c", Payload: "only one"})
+	requireNotification(t, l.nextJSON(ctx), label(t, "postgres"), "c", "only one")
+	if code := l.wait(ctx); code != 3 {
+		t.Fatalf("exit %d when -idle ended -n 2 after one line, want 3", code)
+	}
+	if errs := rest(l.stderr); len(errs) != 1 || !strings.Contains(errs[0], "timed out") || !strings.Contains(errs[0], "1 of 2") {
+		t.Errorf("stderr %q, want one line saying it timed out after 1 of 2", errs)
+	}
+}
+
+// TestListenTextEscapes: in text lines a channel name or payload that could
+// split the line is quoted, so one notification is one line.
+func TestListenTextEscapes(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	sender := connect(t, "postgres")
+	channel := "evil\n2026-01-01T00:00:00Z  fake  line"
+	l := startListen(t, ctx, nil, "-format", "text", "-n", "2", "-d", dbURL(t, "postgres"), channel, "plain")
+	notifyFrom(t, ctx, sender, pgnotify.Message{Channel: channel, Payload: "x\ry"}, pgnotify.Message{Channel: "plain", Payload: "after"})
+	if code := l.wait(ctx); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	got := rest(l.lines)
+	if len(got) != 2 {
+		t.Fatalf("%d lines for 2 notifications: %q", len(got), got)
+	}
+	if !strings.Contains(got[0], `"evil\n2026-01-01T00:00:00Z  fake  line"`) || !strings.Contains(got[0], `"x\ry"`) {
+		t.Errorf("line %q: want the channel and payload quoted", got[0])
+	}
+	if !strings.Contains(got[1], "  plain  ") || !strings.HasSuffix(got[1], "  after") {
+		t.Errorf("line %q: want a plain channel and payload as they are", got[1])
+	}
+}
+
 // TestListenRecovers: when the server terminates listen's backend, listen
 // prints a dead line, then a recovered line, with the same label, and then
 // delivers again.

@@ -6,14 +6,21 @@
 //	pgnotify stats  [-d URL]
 //	pgnotify emit   [-d URL] CHANNEL [PAYLOAD]
 //	pgnotify listen -durable -slot NAME [-create-slot] CHANNEL...
+//	pgnotify slots  [-d URL] [-drop NAME]
 //
 // listen prints one line per notification, as it arrives, from every database
 // at once, and reconnects by itself; notify sends one payload, or every line
 // of standard input in one transaction; stats shows how full the server's
 // notification queue is; emit and listen -durable do what notify and listen
-// do over package durable, where nothing is lost while no one listens. Run pgnotify -h for the whole usage.
+// do over package durable, where nothing is lost while no one listens;
+// slots lists durable slots with the WAL they hold back, and drops one.
+// Run pgnotify -h for the whole usage.
 //
 // Install it with
+//
+//	go install ./cmd/pgnotify   # from a checkout of the repository
+//
+// or, once the module is published,
 //
 //	go install github.com/seed-c59d106d/pgnotify/cmd/pgnotify@latest
 package main
@@ -34,7 +41,19 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // runtime failure: unreachable server, server error
 	exitUsage   = 2 // usage or invalid input: nothing was sent
+	exitTimeout = 3 // listen: -idle ended a -n listen before COUNT lines
+	exitUnknown = 4 // notify, emit: the connection broke after COMMIT was sent
 )
+
+// codeError is a failure with an exit code of its own (exitTimeout,
+// exitUnknown); its message is printed as any other.
+type codeError struct {
+	code int
+	err  error
+}
+
+func (e *codeError) Error() string { return e.err.Error() }
+func (e *codeError) Unwrap() error { return e.err }
 
 // A command is one subcommand. A new one lives in a file of its own and
 // joins commands (a file may append itself in an init function, as listen
@@ -130,9 +149,13 @@ func run(ctx context.Context, e *env, args []string) int {
 		err = runCmd(ctx, e, rest)
 	}
 	var ue *usageError
+	var ce *codeError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ce):
+		fmt.Fprintf(e.stderr, "pgnotify %s: %s\n", cmd.name, oneLine(err))
+		return ce.code
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "pgnotify %s: %s (see pgnotify %s -h)\n", cmd.name, oneLine(err), cmd.name)
 		return exitUsage
@@ -218,9 +241,12 @@ Run pgnotify <command> -h for a command's flags and examples.
 Exit status: 0 ok (also after listen's -n or -idle, or Ctrl-C); 1 runtime
 failure (unreachable server, server error); 2 usage or invalid input
 (unknown command or flag, no channel, an invalid channel name, a payload too
-long: 8000 bytes or more for notify, over 64 MiB for emit), in which case
-nothing was sent. Every error is one line
-on standard error.
+long: 8000 bytes or more for notify, over 64 MiB for emit; a notify payload
+that is not UTF-8), in which case nothing was sent; 3 listen's -idle ended
+a -n listen before COUNT lines ("timed out"); 4 notify or emit lost the
+connection after sending COMMIT: the payloads may or may not have been
+delivered (check before sending again). Every error is one line on
+standard error.
 
 Examples:
   pgnotify listen orders                       # watch one channel
@@ -230,6 +256,7 @@ Examples:
   pgnotify stats                               # how full is the notification queue?
   pgnotify emit invoices 42                    # durable: kept in a replication slot
   pgnotify listen -durable -slot mailer -create-slot invoices   # read them, nothing lost
+  pgnotify slots                               # durable slots and the WAL they hold back
 `)
 }
 

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/seed-c59d106d/pgnotify"
 )
@@ -31,13 +33,16 @@ var notifyCommand = &command{
 	usage: `
 notify sends PAYLOAD on CHANNEL (an empty payload if PAYLOAD is ""). With no
 PAYLOAD, every line of standard input is one payload, without its newline
-(a last line without one counts too): all lines are checked before anything
-is sent, then sent in one transaction, in order, so listeners get all of
-them or none. One bad line sends nothing; empty input sends nothing.
+(or "\r\n"; a last line without one counts too): all lines are checked
+before anything is sent, then sent in one transaction, in order, so
+listeners get all of them or none. One bad line sends nothing (exit 2);
+empty input sends nothing. If the connection breaks after COMMIT was sent,
+notify cannot know whether the server committed: it says so and exits 4
+(never "nothing sent"); look before sending again.
 
 Channel names are used exactly as written ("Orders" is not "orders"): at
-most 63 bytes of UTF-8, no NUL. A payload is at most 7999 bytes, without a
-NUL byte. Within one transaction PostgreSQL delivers identical payloads on
+most 63 bytes of UTF-8, no NUL. A payload is at most 7999 bytes of UTF-8,
+without a NUL byte. Within one transaction PostgreSQL delivers identical payloads on
 one channel once: make lines distinct if each must arrive. Put -- before a
 channel or payload that begins with "-".
 
@@ -59,7 +64,7 @@ Examples:
 type sender struct {
 	verb       string // for messages: "notify"
 	maxPayload int
-	allowNUL   bool
+	bytes      bool // a payload may hold any bytes (emit), not only text
 	send       func(ctx context.Context, tx pgx.Tx, msgs []pgnotify.Message) error
 }
 
@@ -110,24 +115,53 @@ func send(ctx context.Context, e *env, url string, args []string, how sender) er
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		for len(msgs) > 0 {
-			n := min(len(msgs), notifyChunk)
-			if err := how.send(ctx, tx, msgs[:n]); err != nil {
-				return err
-			}
-			msgs = msgs[n:]
-		}
-		return nil
-	})
-	if errors.Is(err, pgnotify.ErrInvalidChannel) || errors.Is(err, pgnotify.ErrPayloadTooLong) {
-		// Checked above; kept in case the library's rules grow stricter.
-		return usagef("%v", err)
-	}
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: nothing sent: %w", db.label, err)
 	}
-	return nil
+	for len(msgs) > 0 {
+		n := min(len(msgs), notifyChunk)
+		if err := how.send(ctx, tx, msgs[:n]); err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			if errors.Is(err, pgnotify.ErrInvalidChannel) || errors.Is(err, pgnotify.ErrPayloadTooLong) {
+				// Checked above; kept in case the library's rules grow stricter.
+				return usagef("%v", err)
+			}
+			return fmt.Errorf("%s: nothing sent: %w", db.label, err)
+		}
+		msgs = msgs[n:]
+	}
+	return commit(ctx, db.label, tx, how.verb)
+}
+
+// commit commits tx and tells apart the three outcomes a script must not
+// confuse: committed (nil), not committed (the server said so, or the
+// connection was already gone: "nothing sent"), and unknown (the connection
+// broke once COMMIT may have left: the server may have committed; exit 4).
+//
+// Whether COMMIT left cannot be read from the error: once a read fails,
+// pgconn closes the connection and reports "conn closed", an error that
+// claims nothing was sent (SafeToRetry). So every failure that is not the
+// server's own answer counts as unknown, unless the connection was closed
+// before COMMIT was attempted.
+func commit(ctx context.Context, label string, tx pgx.Tx, verb string) error {
+	if tx.Conn().IsClosed() {
+		return fmt.Errorf("%s: nothing sent: the connection was lost before COMMIT", label)
+	}
+	err := tx.Commit(ctx)
+	var pgErr *pgconn.PgError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, pgx.ErrTxCommitRollback), errors.As(err, &pgErr):
+		// The server answered: it rolled back (e.g. a full notification
+		// queue).
+		return fmt.Errorf("%s: nothing sent: %w", label, err)
+	default:
+		return &codeError{exitUnknown, fmt.Errorf("%s: the connection broke after COMMIT was sent: "+
+			"the server may or may not have committed, so the payloads may or may not have been delivered; "+
+			"check before you %s again (%w)", label, verb, err)}
+	}
 }
 
 // readPayloads reads every line of r as a payload for channel, checking
@@ -143,7 +177,9 @@ func readPayloads(r io.Reader, channel string, how sender) ([]pgnotify.Message, 
 		if line == "" && err == io.EOF {
 			return msgs, nil
 		}
-		line = strings.TrimSuffix(line, "\n")
+		// A line ends at "\n" or "\r\n": a file from Windows must not
+		// deliver "b\r".
+		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
 		if perr := how.checkPayload(line); perr != nil {
 			return nil, usagef("standard input line %d: payload %v; nothing sent", lineNo, perr)
 		}
@@ -154,14 +190,20 @@ func readPayloads(r io.Reader, channel string, how sender) ([]pgnotify.Message, 
 	}
 }
 
-// checkPayload rejects what the server would: too long, or, for NOTIFY, a
-// NUL byte (text cannot hold one).
+// checkPayload rejects what the server would: too long, or, for NOTIFY,
+// what text cannot hold (a NUL byte, bytes that are not UTF-8).
 func (how sender) checkPayload(p string) error {
 	if len(p) > how.maxPayload {
 		return fmt.Errorf("is %d bytes; the limit is %d", len(p), how.maxPayload)
 	}
-	if !how.allowNUL && strings.IndexByte(p, 0) >= 0 {
+	if how.bytes {
+		return nil
+	}
+	if strings.IndexByte(p, 0) >= 0 {
 		return errors.New("holds a NUL byte")
+	}
+	if !utf8.ValidString(p) {
+		return errors.New("is not valid UTF-8 (a NOTIFY payload is text; pgnotify emit takes any bytes)")
 	}
 	return nil
 }

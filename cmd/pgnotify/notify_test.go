@@ -86,6 +86,8 @@ func TestNotifyInvalidSendsNothing(t *testing.T) {
 		{"payload of 8000 bytes", "", []string{"ch", tooLong}, 2, "8000 bytes"},
 		{"one line of 8000 bytes", good + good + tooLong + "\n" + good, []string{"ch"}, 2, "line 3"},
 		{"a NUL byte", good + "a\x00b\n", []string{"ch"}, 2, "line 2"},
+		{"a line not UTF-8", good + "a\xffb\n" + good, []string{"ch"}, 2, "line 2: payload is not valid UTF-8"},
+		{"a payload not UTF-8", "", []string{"ch", "\xff"}, 2, "not valid UTF-8"},
 		{"empty input", "", []string{"ch"}, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,6 +122,23 @@ func requireNothingSent(t testing.TB, ctx context.Context, conn *pgx.Conn, chann
 		}
 		if n.Channel != ch || n.Payload != marker {
 			t.Fatalf("received %q on %q before the marker: pgnotify sent something", n.Payload, n.Channel)
+		}
+	}
+}
+
+// TestNotifyCRLF: lines that end in "\r\n" deliver their text without the
+// carriage return, for notify and emit alike.
+func TestNotifyCRLF(t *testing.T) {
+	requireServer(t)
+	ctx := testContext(t)
+	l := startListen(t, ctx, nil, "-n", "3", "-d", dbURL(t, "postgres"), "crlf")
+	r := run(t, ctx, nil, "a\r\nb\r\nc\r", "notify", "-d", dbURL(t, "postgres"), "crlf")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("notify: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, want := range []string{"a", "b", "c"} {
+		if obj := l.nextJSON(ctx); obj["payload"] != want {
+			t.Errorf("payload %q, want %q", obj["payload"], want)
 		}
 	}
 }

@@ -155,7 +155,10 @@ func (p *durablePublisher) try(ctx context.Context, ev pgnotify.Event, lsn strin
 		if p.cfg.db != "" {
 			h[HeaderDB] = []string{p.cfg.db}
 		}
-		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subj, Header: h, Data: []byte(n.Payload)})
+		// No retries inside nats.go: a message it published again on its
+		// own could land after the next one, out of order. The whole batch
+		// is published again instead, in order.
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subj, Header: h, Data: []byte(n.Payload)}, noRetry)
 		if err != nil {
 			return err
 		}
@@ -186,6 +189,8 @@ func (p *durablePublisher) subject(channel string) (string, error) {
 	p.subjects[channel] = s
 	return s, nil
 }
+
+var noRetry = jetstream.WithRetryAttempts(0)
 
 // awaiter waits for the acknowledgements of one attempt: all within
 // timeout, and within ackGrace more once ctx has ended.

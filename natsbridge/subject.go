@@ -50,3 +50,18 @@ func badSubject(s string) string {
 	}
 	return ""
 }
+
+// CheckChannels returns an error matching [ErrSubject] for the prefix or
+// the first channel that NATS subjects cannot carry, or nil: what [Notify]
+// and [Durable] would refuse, checked before starting them.
+func CheckChannels(prefix string, channels ...string) error {
+	if err := checkPrefix(prefix); err != nil {
+		return err
+	}
+	for _, ch := range channels {
+		if err := checkChannel(ch); err != nil {
+			return err
+		}
+	}
+	return nil
+}

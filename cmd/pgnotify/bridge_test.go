@@ -274,4 +274,3 @@ func TestBridgeUsage(t *testing.T) {
 		t.Errorf("pgnotify bridge -h: exit %d\n%s", r.code, r.stdout)
 	}
 }
-

@@ -25,6 +25,9 @@
 //	durable  package durable against NOTIFY on one real server (wal_level =
 //	         logical): one-in-flight latency, throughput at 1 and 100
 //	         messages per transaction, replay of a 200 k backlog, client CPU
+//	bridge   package natsbridge: NOTIFY → NATS core against the Manager alone,
+//	         durable → JetStream throughput at 100 messages per transaction,
+//	         and commit → JetStream acknowledgement latency
 //	all      every scenario above, then chart and goals
 //	chart    write chart.svg from the saved client, backlog and latency results
 //	goals    print issues 4's, 8's and 9's goals against the saved results
@@ -113,7 +116,7 @@ func main() {
 	flag.DurationVar(&cfg.waitQuiet, "waitquiet", 5*time.Minute, "before each scenario, wait up to this long for the machine's CPUs to be idle (0: don't)")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|all|chart|goals ...\n\nflags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|durable|bridge|all|chart|goals ...\n\nflags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -136,7 +139,7 @@ func main() {
 		os.Exit(2)
 	}
 	if len(scenarios) == 1 && scenarios[0] == "all" {
-		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "bus", "durable", "chart", "goals"}
+		scenarios = []string{"client", "backlog", "latency", "fanin", "idle", "drain", "bus", "durable", "bridge", "chart", "goals"}
 	}
 	// Taken once, at start: go run has just compiled the library, and a
 	// commit made while the scenarios run must not relabel them.
@@ -179,6 +182,7 @@ var scenarioFuncs = map[string]func(context.Context, config, *result) error{
 	"drain":   runDrain,
 	"bus":     runBus,
 	"durable": runDurable,
+	"bridge":  runBridge,
 }
 
 func run(ctx context.Context, cfg config, name string) error {

@@ -242,7 +242,7 @@ func drainBridge(ctx context.Context, conn *pgx.Conn, ns *natstmp.Server, n int)
 	select {
 	case <-all:
 	case err := <-done:
-		return sample{}, fmt.Errorf("Notify ended: %w", err)
+		return sample{}, fmt.Errorf("natsbridge.Notify ended: %w", err)
 	case <-ctx.Done():
 		return sample{}, fmt.Errorf("%d of %d messages reached the subscriber: %w", got.Load(), n, ctx.Err())
 	}

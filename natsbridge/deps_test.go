@@ -21,7 +21,7 @@ func TestLibraryBuildsWithoutNATS(t *testing.T) {
 		rel := strings.TrimPrefix(p, "github.com/seed-c59d106d/pgnotify")
 		switch {
 		case strings.HasPrefix(rel, "/natsbridge"), strings.HasPrefix(rel, "/cmd/"),
-			strings.HasPrefix(rel, "/examples/"):
+			strings.HasPrefix(rel, "/examples/"), strings.HasPrefix(rel, "/internal/natstmp"):
 			continue
 		}
 		lib = append(lib, p)

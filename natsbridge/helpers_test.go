@@ -17,9 +17,13 @@ import (
 )
 
 // startNATS starts an embedded NATS server with JetStream storing in a test
-// directory; it stops when t ends.
+// directory; it stops when t ends. Every test that uses it also needs
+// PostgreSQL, so under -short (the server-free subset) it skips t.
 func startNATS(t testing.TB) *natstmp.Server {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("needs a PostgreSQL server; run without -short")
+	}
 	s, err := natstmp.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

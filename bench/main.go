@@ -35,6 +35,9 @@
 //	         resume; Manager and lib/pq, median of same-repetition ratios
 //	userclient   the client scenario on a signal.NotifyContext ctx, Manager
 //	         and lib/pq, median of same-repetition ratios
+//	bridge   package natsbridge: NOTIFY → NATS core against the Manager alone,
+//	         durable → JetStream throughput at 100 messages per transaction,
+//	         and commit → JetStream acknowledgement latency
 //	all      every scenario above, then chart and goals
 //	chart    write chart.svg from the saved client, backlog and latency results
 //	goals    print issues 4's, 8's and 9's goals against the saved results
@@ -124,7 +127,7 @@ func main() {
 	flag.StringVar(&drainProfile, "drainprofile", "", "userbacklog: write a CPU profile of each drain alone to `prefix`-IMPL-CHANNEL.prof")
 	list := flag.Bool("list", false, "list the implementation keys and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|buspeer|busstorm|durable|userbacklog|userclient|all|chart|goals ...\n\nflags:\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run . [flags] client|backlog|latency|fanin|idle|drain|bus|buspeer|busstorm|durable|bridge|userbacklog|userclient|all|chart|goals ...\n\nflags:\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -192,6 +195,7 @@ var scenarioFuncs = map[string]func(context.Context, config, *result) error{
 	"busstorm":    runBusStorm,
 	"buspeer":     runBusPeer,
 	"durable":     runDurable,
+	"bridge":      runBridge,
 	"userbacklog": runUserBacklog,
 	"userclient":  runUserClient,
 }

@@ -33,8 +33,7 @@ func RegisterManager(m *pgnotify.Manager, opts ...Option) (metric.Registration, 
 	}
 	c := newConfig(opts)
 	base := c.base("manager")
-	consumed := metric.WithAttributes(append(append([]attribute.KeyValue{}, base...),
-		attribute.String("messaging.operation.name", "receive"))...)
+	consumed := with(base, attribute.String("messaging.operation.name", "receive"))
 	in := &instruments{m: c.meter()}
 	var (
 		messages   = in.counter("messaging.client.consumed.messages", "{message}", "Notifications yielded to the consumer.")
@@ -68,7 +67,7 @@ func RegisterManager(m *pgnotify.Manager, opts ...Option) (metric.Registration, 
 		o.ObserveInt64(conns, int64(s.Recovering), with(base, StateKey.String("recovering")))
 		o.ObserveInt64(pending, int64(s.Pending), all)
 		o.ObserveInt64(pendingSz, int64(s.PendingBytes), all)
-		o.ObserveFloat64(queue, queueUsage(s), all)
+		o.ObserveFloat64(queue, s.QueueUsage, all)
 		return nil
 	})
 }

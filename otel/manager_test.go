@@ -69,6 +69,10 @@ func TestRegisterManager(t *testing.T) {
 		t.Errorf("pgnotify.connections{live} = %d, %v; want 1", v, ok)
 	}
 
+	if v, ok := c.float("pgnotify.queue.usage"); !ok || v < 0 || v > 1 {
+		t.Errorf("pgnotify.queue.usage = %v, %v; want a fraction", v, ok)
+	}
+
 	// A death is counted by cause.
 	if _, err := sender.Exec(ctx, "SELECT pg_terminate_backend($1)", conn.PgConn().PID()); err != nil {
 		t.Fatal(err)

@@ -70,15 +70,32 @@ func TestWaitBackgroundContext(t *testing.T) {
 		pgnotify.Message{Channel: "background", Payload: "2"}))
 
 	// Both notifications were committed before the wait starts, so a
-	// blocking wait with no context watcher returns.
+	// blocking wait with no context watcher returns. Nothing can cancel
+	// it: if it hangs, the test closes the socket under it and fails.
 	var got []string
-	for n, err := range pgnotify.Wait(context.Background(), listener, pgnotify.NoTimeout) {
-		require.NoError(t, err)
-		got = append(got, n.Payload)
-		if len(got) == 2 {
-			break
+	var werr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n, err := range pgnotify.Wait(context.Background(), listener, pgnotify.NoTimeout) {
+			if err != nil {
+				werr = err
+				return
+			}
+			got = append(got, n.Payload)
+			if len(got) == 2 {
+				return
+			}
 		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(receiveTimeout):
+		listener.PgConn().Conn().Close()
+		<-done
+		t.Fatalf("Wait with context.Background() had %v of two committed notifications after %v", got, receiveTimeout)
 	}
+	require.NoError(t, werr)
 	assert.Equal(t, []string{"1", "2"}, got)
 }
 

@@ -650,6 +650,70 @@ func testWaitCancelRacingData(t *testing.T, timeout time.Duration, stranded bool
 	}
 }
 
+// TestWaitWithReadLeftInFlight: a query whose write outlasts pgx's
+// slow-write timer (any, under load) can return with pgx's background
+// reader still inside a Read on the socket. Wait then reads through that
+// Read: what it brings is yielded, the idle timeout and ctx's end still
+// interrupt it (the socket's deadline applies to a Read in progress), and
+// conn stays usable.
+func TestWaitWithReadLeftInFlight(t *testing.T) {
+	ctx := testContext(t)
+	late := newLateDeadlineConn(ctx)
+	c := connectConfig(t, func(cfg *pgx.ConnConfig) {
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := new(net.Dialer).DialContext(ctx, network, addr)
+			late.Conn = nc
+			return late, err
+		}
+	})
+	require.NoError(t, pgnotify.Listen(ctx, c, "inflight"))
+	strand := func() {
+		t.Helper()
+		late.strandNextWrite()
+		require.NoError(t, c.PgConn().Exec(ctx, "SELECT 1").Close())
+		require.Equal(t, 1, late.readsInFlight(), "the query left no Read in flight")
+	}
+	usable := func(what string) {
+		t.Helper()
+		_, err := c.Exec(ctx, "SELECT 1")
+		require.NoError(t, err, "a query after %s", what)
+	}
+
+	strand()
+	require.NoError(t, pgnotify.Notify(ctx, connect(t), pgnotify.Message{Channel: "inflight", Payload: "x"}))
+	for n, err := range pgnotify.Wait(ctx, c, pgnotify.NoTimeout) {
+		require.NoError(t, err)
+		assert.Equal(t, "x", n.Payload)
+		break
+	}
+	usable("a notification the Read in flight brought")
+
+	strand()
+	ticks := 0
+	for n, err := range pgnotify.Wait(ctx, c, 10*time.Millisecond) {
+		require.NoError(t, err)
+		require.Nil(t, n)
+		ticks++
+		break
+	}
+	assert.Equal(t, 1, ticks)
+	usable("an idle tick")
+
+	strand()
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	var errs []error
+	within(t, receiveTimeout, "a Wait whose ctx ended", func() {
+		for n, err := range pgnotify.Wait(short, c, pgnotify.NoTimeout) {
+			assert.Nil(t, n)
+			errs = append(errs, err)
+		}
+	})
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], context.DeadlineExceeded)
+	usable("a Wait whose ctx ended")
+}
+
 // TestWaitDeafConnErrors: a connection dialled from another's Config()
 // delivers into the other's buffer. Wait can tell for free (pgx returns no
 // notification and no error) and ends with an error that says so, instead

@@ -52,7 +52,7 @@ func TestCloseCutsDoQueryAndWaitsForIt(t *testing.T) {
 	// with nothing.
 	require.True(t, c.IsClosed(), "Close returned nil with the lent member still open")
 
-	err := <-done
+	err := receive(t, done, "the Do whose query Close cut")
 	var pgErr *pgconn.PgError
 	require.ErrorAs(t, err, &pgErr, "the function's query was cancelled: %v", err)
 	assert.Equal(t, "57014", pgErr.Code) // query_canceled
@@ -80,12 +80,12 @@ func TestDoReturnsOnceCloseLetGo(t *testing.T) {
 	assert.True(t, backendAlive(t, c.PgConn().PID()), "the function still has the connection")
 
 	close(release)
-	require.NoError(t, <-lent)
+	require.NoError(t, receive(t, lent, "the Do to return"))
 	// Do returned: the waiter is done with c. The caller's own Close
 	// must not race with one of the manager's.
 	assert.True(t, c.IsClosed(), "the member is closed before Do returns")
 	require.NoError(t, c.Close(ctx))
-	require.NoError(t, <-closed)
+	require.NoError(t, receive(t, closed, "Close to return"))
 }
 
 // Issue 16 item 1: Close whose ctx ends while a Do function ignores the
@@ -106,7 +106,7 @@ func TestCloseExpiringWhileDoHoldsOn(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "a member was not closed")
 	assert.True(t, backendAlive(t, c.PgConn().PID()), "the function still has the connection")
 	close(release)
-	require.NoError(t, <-lent)
+	require.NoError(t, receive(t, lent, "the Do to return"))
 	assert.True(t, c.IsClosed(), "the member is closed before Do returns")
 }
 
@@ -130,7 +130,7 @@ func TestRecoverReturnsByCtxWhenDialIgnoresIt(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 
 	close(release)
-	late := <-dialled
+	late := receive(t, dialled, "the released dial")
 	require.NotNil(t, late)
 	t.Cleanup(func() { closeConn(t, late) })
 	waitBackendGone(t, late.PgConn().PID(), "the late connection to be closed, not added")

@@ -1,7 +1,6 @@
 package pgnotifytest
 
 import (
-	"context"
 	"io"
 	"testing"
 	"time"
@@ -39,6 +38,6 @@ func TestEventsLoopWithoutReconnectReportsNoConns(t *testing.T) {
 	require.Error(t, err, "the loop ended as if all were well")
 	assert.ErrorIs(t, err, pgnotify.ErrNoConns)
 	assert.ErrorIs(t, err, io.EOF)
-	_, err = m.Next(context.Background())
+	_, err = m.Next(testContext(t))
 	assert.Equal(t, io.EOF, err, "Next itself still returns io.EOF")
 }

@@ -249,7 +249,7 @@ func TestRecoverRefusesHotStandby(t *testing.T) {
 	require.Len(t, m.Garbage(), 1, "a refused replacement leaves the dead connection in garbage")
 	assert.Equal(t, old, m.Garbage()[0].Conn)
 	assert.True(t, dialled.IsClosed(), "the standby connection is closed")
-	<-dialled.PgConn().CleanupDone()
+	receive(t, dialled.PgConn().CleanupDone(), "the standby connection's cleanup")
 }
 
 // A notification followed, in the same read, by half a frame or by a

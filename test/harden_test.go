@@ -36,8 +36,8 @@ func TestCloseExpiringDuringRemoveKeepsRemovedConn(t *testing.T) {
 	defer cancel()
 	within(t, 10*time.Second, "Close", func() { _ = m.Close(short) })
 	close(release)
-	require.NoError(t, <-lent)
-	require.NoError(t, <-removed)
+	require.NoError(t, receive(t, lent, "the Do to return"))
+	require.NoError(t, receive(t, removed, "Remove to return"))
 	require.False(t, c.IsClosed())
 	require.NoError(t, c.Ping(ctx), "the connection Remove handed back works")
 	assert.True(t, other.IsClosed(), "Close closed the other member")
@@ -119,10 +119,10 @@ func TestCloseDoesNotWaitForDoOrStuckDial(t *testing.T) {
 		var err error
 		within(t, 10*time.Second, "Close while a Do function runs", func() { err = m.Close(short) })
 		assert.ErrorIs(t, err, context.DeadlineExceeded, "the lent member is not closed yet")
-		assert.ErrorIs(t, <-queued, pgnotify.ErrClosed, "a Do queued behind the lent one")
+		assert.ErrorIs(t, receive(t, queued, "the queued Do"), pgnotify.ErrClosed, "a Do queued behind the lent one")
 		assert.True(t, backendAlive(t, c.PgConn().PID()), "the function still has the connection")
 		close(release)
-		assert.NoError(t, <-lent)
+		assert.NoError(t, receive(t, lent, "the Do to return"))
 		waitBackendGone(t, c.PgConn().PID(), "the connection to be closed after the function")
 	})
 
@@ -149,7 +149,7 @@ func TestCloseDoesNotWaitForDoOrStuckDial(t *testing.T) {
 		within(t, 10*time.Second, "Close while a dial ignores its context", func() { err = m.Close(short) })
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
 		close(release)
-		late := <-dialled
+		late := receive(t, dialled, "the released dial")
 		require.NotNil(t, late)
 		t.Cleanup(func() { closeConn(t, late) })
 		waitBackendGone(t, late.PgConn().PID(), "the late connection to be closed, not added")
@@ -212,9 +212,9 @@ func TestTwoConsumersInNext(t *testing.T) {
 	require.Error(t, first)
 	assert.Contains(t, first.Error(), "two goroutines")
 	notify(t, "twonext", "x")
-	require.NoError(t, <-results)
-	<-events
-	ev := <-events
+	require.NoError(t, receive(t, results, "the first Next"))
+	receive(t, events, "the second Next's event")
+	ev := receive(t, events, "the first Next's event")
 	assert.Equal(t, pgnotify.Batch, ev.Kind)
 }
 

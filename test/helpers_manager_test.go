@@ -198,6 +198,8 @@ func lend(t testing.TB, ctx context.Context, m *pgnotify.Manager, c *pgx.Conn, r
 	case <-inside:
 	case err := <-done:
 		t.Fatalf("Do returned before its function ran: %v", err)
+	case <-time.After(receiveTimeout):
+		t.Fatalf("the lent Do's function did not run within %v", receiveTimeout)
 	}
 	return done
 }

@@ -78,6 +78,18 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 	testkit.WaitUntil(t, timeout, what, cond)
 }
 
+// receiveTimeout bounds receive.
+const receiveTimeout = testkit.ReceiveTimeout
+
+// receive returns the next value from ch, and fails t with "timed out
+// waiting for <what>" if none comes within receiveTimeout: a test that waits for
+// a goroutine's result fails instead of stalling the run. Call it from the
+// test's goroutine.
+func receive[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	return testkit.Receive(t, ch, what)
+}
+
 // within runs fn in a goroutine and fails t if it has not returned within
 // d: the property under test is that fn returns at all.
 func within(t testing.TB, d time.Duration, what string, fn func()) {

@@ -240,7 +240,7 @@ func TestManagerTerminatedBackendIsDead(t *testing.T) {
 	taken := m.TakeGarbage()
 	require.Len(t, taken, 1)
 	assert.Empty(t, m.Garbage())
-	<-taken[0].Conn.PgConn().CleanupDone()
+	receive(t, taken[0].Conn.PgConn().CleanupDone(), "the taken connection's cleanup")
 }
 
 func TestManagerAddIsAllOrNothing(t *testing.T) {
@@ -346,7 +346,7 @@ func TestManagerOrderAndNoLossEightConns(t *testing.T) {
 		}()
 	}
 	got := collect(t, ctx, m, conns*per)
-	wg.Wait()
+	within(t, time.Minute, "the senders", wg.Wait)
 	for _, c := range cs {
 		require.Len(t, got[c], per)
 		for j, p := range got[c] {
@@ -460,7 +460,7 @@ func TestManagerMembershipChurn(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	within(t, 2*time.Minute, "the churn workers", wg.Wait)
 	// Everything sent was received by a member or by its owner afterwards;
 	// a pass over the sentinel flushes the consumer.
 	waitUntil(t, 10*time.Second, "every notification delivered", func() bool {
@@ -469,7 +469,7 @@ func TestManagerMembershipChurn(t *testing.T) {
 		return len(delivered) >= len(sent)
 	})
 	stopConsumer()
-	<-consumerDone
+	receive(t, consumerDone, "the consumer to stop")
 	mu.Lock()
 	defer mu.Unlock()
 	for k := range sent {
@@ -491,7 +491,7 @@ func TestManagerClose(t *testing.T) {
 		blocked <- err
 	}()
 	require.NoError(t, m.Close(ctx))
-	assert.ErrorIs(t, <-blocked, pgnotify.ErrClosed)
+	assert.ErrorIs(t, receive(t, blocked, "the Next blocked in Close"), pgnotify.ErrClosed)
 	assert.True(t, c.IsClosed())
 	_, err := m.Next(ctx)
 	assert.ErrorIs(t, err, pgnotify.ErrClosed)
@@ -549,7 +549,7 @@ func TestManagerDoWaitsForContext(t *testing.T) {
 			return nil
 		})
 	}()
-	<-inside
+	receive(t, inside, "the first Do's function to run")
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
 	err := m.Do(short, c, func(*pgx.Conn) error { t.Error("ran after its context ended"); return nil })

@@ -290,12 +290,12 @@ func TestManagerRecoverDialReturningConnBeingAdded(t *testing.T) {
 	gate.hold.Store(true)
 	added := make(chan error, 1)
 	go func() { added <- m.Add(ctx, x) }()
-	<-gate.entered // Add has reserved x and is inside pgx on it
+	receive(t, gate.entered, "the Add's write") // Add has reserved x and is inside pgx on it
 
 	err := m.Recover(ctx, func(context.Context, pgnotify.Garbage) (*pgx.Conn, error) { return x, nil })
 	close(gate.release)
 	require.ErrorIs(t, err, pgnotify.ErrAlreadyAdded)
-	require.NoError(t, <-added, "the Add in progress is unharmed")
+	require.NoError(t, receive(t, added, "the Add to return"), "the Add in progress is unharmed")
 	assert.True(t, backendAlive(t, x.PgConn().PID()))
 	assert.Equal(t, []*pgx.Conn{x}, m.Conns())
 	require.Len(t, m.Garbage(), 1)

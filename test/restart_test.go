@@ -219,7 +219,7 @@ func TestChaos(t *testing.T) {
 	// Keep the chaos going for a while after the last send.
 	waitUntil(t, 30*time.Second, "25 kills", func() bool { return kills.Load() >= 25 })
 	stop.Store(true)
-	wg.Wait()
+	within(t, time.Minute, "the killers to stop", wg.Wait)
 
 	want := seq("", rounds*perRound)
 	waitUntil(t, 20*time.Second, "the stable connections' notifications", func() bool {
@@ -233,7 +233,7 @@ func TestChaos(t *testing.T) {
 		return true
 	})
 	stopConsumer()
-	<-consumerDone
+	receive(t, consumerDone, "the consumer to stop")
 	for _, c := range stables {
 		assert.Equal(t, want, got[c], "stable connection lost, duplicated or reordered")
 	}

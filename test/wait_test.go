@@ -70,15 +70,32 @@ func TestWaitBackgroundContext(t *testing.T) {
 		pgnotify.Message{Channel: "background", Payload: "2"}))
 
 	// Both notifications were committed before the wait starts, so a
-	// blocking wait with no context watcher returns.
+	// blocking wait with no context watcher returns. Nothing can cancel
+	// it: if it hangs, the test closes the socket under it and fails.
 	var got []string
-	for n, err := range pgnotify.Wait(context.Background(), listener, pgnotify.NoTimeout) {
-		require.NoError(t, err)
-		got = append(got, n.Payload)
-		if len(got) == 2 {
-			break
+	var werr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for n, err := range pgnotify.Wait(context.Background(), listener, pgnotify.NoTimeout) {
+			if err != nil {
+				werr = err
+				return
+			}
+			got = append(got, n.Payload)
+			if len(got) == 2 {
+				return
+			}
 		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(receiveTimeout):
+		listener.PgConn().Conn().Close()
+		<-done
+		t.Fatalf("Wait with context.Background() had %v of two committed notifications after %v", got, receiveTimeout)
 	}
+	require.NoError(t, werr)
 	assert.Equal(t, []string{"1", "2"}, got)
 }
 
@@ -393,30 +410,88 @@ func TestWaitCancelDuringLoopBodyLeavesQueryAlone(t *testing.T) {
 // and only then applies the deadline. On a real socket this is the window
 // between the read system call returning data and the reader goroutine
 // running again, a few microseconds wide.
+//
+// It can also leave pgx's background reader with a Read in flight after a
+// query, as a write slower than pgx's 15 ms slow-write timer does under
+// load: that Read takes whatever the server sends next, before anyone asks.
+//
+// Every wait of its own ends when done does, and a held Read is bounded by
+// backstop instead of the deadline it holds back, so a test that goes wrong
+// fails instead of hanging.
 type lateDeadlineConn struct {
 	net.Conn
-	entered chan struct{} // a held Read has begun
-	moved   chan struct{} // the deadline moved into the past during it
+	entered  chan struct{}   // a held Read has begun
+	moved    chan struct{}   // the deadline moved into the past during it
+	done     <-chan struct{} // the test's context ended
+	backstop time.Time       // the test context's deadline
 
 	mu       sync.Mutex
 	hold     bool       // hold the next Read
 	reading  bool       // a held Read is in progress
 	deferred *time.Time // deadline to apply once the Read returns
+	starved  bool       // a held Read returned no data
+	inFlight int        // Reads in progress
+	strand   strandStep // leaving a Read in flight after the next Write
+	stranded chan struct{}
+}
+
+// strandStep is how far lateDeadlineConn.Write has got in leaving pgx's
+// background reader with a Read in flight.
+type strandStep int
+
+const (
+	strandOff         strandStep = iota
+	strandWantReply              // written; wait for a Read to return data
+	strandWantRead               // the reply is read; wait for the next Read
+	strandDoneReading            // a Read is in flight with nothing to read
+)
+
+func newLateDeadlineConn(ctx context.Context) *lateDeadlineConn {
+	backstop, _ := ctx.Deadline()
+	return &lateDeadlineConn{
+		entered:  make(chan struct{}),
+		moved:    make(chan struct{}),
+		done:     ctx.Done(),
+		backstop: backstop,
+	}
 }
 
 func (c *lateDeadlineConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	held := c.hold
 	c.hold, c.reading = false, held
+	c.inFlight++
+	if c.strand == strandWantRead {
+		c.strand = strandDoneReading
+		close(c.stranded)
+	}
 	c.mu.Unlock()
 	if !held {
-		return c.Conn.Read(p)
+		n, err := c.Conn.Read(p)
+		c.mu.Lock()
+		c.inFlight--
+		if c.strand == strandWantReply && n > 0 {
+			c.strand = strandWantRead
+		}
+		c.mu.Unlock()
+		return n, err
 	}
-	c.entered <- struct{}{}
-	<-c.moved
+	select {
+	case c.entered <- struct{}{}:
+	case <-c.done:
+	}
+	select {
+	case <-c.moved:
+	case <-c.done:
+	}
+	// The deadline that moved is held back until this Read returns: if
+	// there is nothing to read, the test's deadline ends it instead.
+	c.Conn.SetReadDeadline(c.backstop)
 	n, err := c.Conn.Read(p)
 	c.mu.Lock()
 	c.reading = false
+	c.inFlight--
+	c.starved = c.starved || n == 0
 	d := c.deferred
 	c.deferred = nil
 	c.mu.Unlock()
@@ -431,11 +506,56 @@ func (c *lateDeadlineConn) SetReadDeadline(t time.Time) error {
 	if c.reading && !t.IsZero() && t.Before(time.Now()) {
 		c.deferred = &t
 		c.mu.Unlock()
-		c.moved <- struct{}{}
+		select {
+		case c.moved <- struct{}{}:
+		case <-c.done:
+		}
 		return nil
 	}
 	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
+}
+
+// Write, told to by strandNextWrite, returns only once pgx's slow-write
+// timer has started the background reader, that reader has read the reply
+// to what was written, and it has begun its next Read: when pgx then stops
+// the reader, that Read stays in flight.
+func (c *lateDeadlineConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	strand := c.strand == strandWantReply
+	c.mu.Unlock()
+	n, err := c.Conn.Write(p)
+	if strand && err == nil {
+		select {
+		case <-c.stranded:
+		case <-c.done:
+		}
+	}
+	return n, err
+}
+
+// strandNextWrite makes the next query leave a Read in flight.
+func (c *lateDeadlineConn) strandNextWrite() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.strand, c.stranded = strandWantReply, make(chan struct{})
+}
+
+// readsInFlight reports how many Reads are in progress.
+func (c *lateDeadlineConn) readsInFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inFlight
+}
+
+// unhold cancels a hold that no Read took, and reports whether there was
+// one and whether a held Read had nothing to read.
+func (c *lateDeadlineConn) unhold() (unused, starved bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	unused, starved = c.hold, c.starved
+	c.hold, c.starved = false, false
+	return unused, starved
 }
 
 // TestWaitCancelRacingDataLeavesConnUsable is issue 7 item 1, made
@@ -445,57 +565,153 @@ func (c *lateDeadlineConn) SetReadDeadline(t time.Time) error {
 // Wait returns it with no error, and must still take its deadline off conn,
 // or the next query times out and pgx closes conn (with NoTimeout nothing
 // else would clear it).
+//
+// The stranded-read variant makes each round's query leave pgx's background
+// reader with a Read in flight, as a slow write does under load: that Read,
+// not Wait's held one, would take the notification on the socket, and the
+// held Read would then wait for data that never comes (the hang this test
+// had under load). The test syncs conn before sending it.
 func TestWaitCancelRacingDataLeavesConnUsable(t *testing.T) {
 	for _, timeout := range []time.Duration{pgnotify.NoTimeout, time.Hour} {
-		t.Run(fmt.Sprint(timeout), func(t *testing.T) {
-			ctx := testContext(t)
-			late := &lateDeadlineConn{entered: make(chan struct{}), moved: make(chan struct{})}
-			c := connectConfig(t, func(cfg *pgx.ConnConfig) {
-				cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-					nc, err := new(net.Dialer).DialContext(ctx, network, addr)
-					late.Conn = nc
-					return late, err
-				}
-			})
-			notifier := connect(t)
-			require.NoError(t, pgnotify.Listen(ctx, c, "late"))
-			const rounds = 200
-			for round := range rounds {
-				// Eight in pgx's buffer (a session hears its own NOTIFY
-				// before Notify returns), popped with no I/O, then one on
-				// the socket.
-				var sent []pgnotify.Message
-				for i := range 9 {
-					sent = append(sent, pgnotify.Message{Channel: "late", Payload: fmt.Sprint(round, "/", i)})
-				}
-				require.NoError(t, pgnotify.Notify(ctx, c, sent[:8]...))
-				require.NoError(t, pgnotify.Notify(ctx, notifier, sent[8]))
-				late.mu.Lock()
-				late.hold = true
-				late.mu.Unlock()
-				wctx, cancel := context.WithCancel(ctx)
-				go func() {
-					// Cancel while Wait is inside the held read.
-					<-late.entered
-					cancel()
-				}()
-				var got []*pgnotify.Notification
-				var final error
-				for n, err := range pgnotify.Wait(wctx, c, timeout) {
-					if err != nil {
-						final = err
-						break
-					}
-					got = append(got, n)
-				}
-				cancel()
-				require.ErrorIs(t, final, context.Canceled, "round %d", round)
-				require.Equal(t, sent, messages(got), "round %d", round)
-				_, err := c.Exec(ctx, "SELECT 1")
-				require.NoError(t, err, "round %d: a query after a cancelled Wait", round)
+		for _, stranded := range []bool{false, true} {
+			name, rounds := fmt.Sprint(timeout), 200
+			if stranded {
+				// Each stranded round waits out pgx's 15 ms timer.
+				name, rounds = name+"/stranded-read", 50
 			}
-		})
+			t.Run(name, func(t *testing.T) {
+				testWaitCancelRacingData(t, timeout, stranded, rounds)
+			})
+		}
 	}
+}
+
+func testWaitCancelRacingData(t *testing.T, timeout time.Duration, stranded bool, rounds int) {
+	ctx := testContext(t)
+	late := newLateDeadlineConn(ctx)
+	c := connectConfig(t, func(cfg *pgx.ConnConfig) {
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := new(net.Dialer).DialContext(ctx, network, addr)
+			late.Conn = nc
+			return late, err
+		}
+	})
+	notifier := connect(t)
+	require.NoError(t, pgnotify.Listen(ctx, c, "late"))
+	for round := range rounds {
+		// Eight in pgx's buffer (a session hears its own NOTIFY before
+		// Notify returns), popped with no I/O, then one on the socket.
+		var sent []pgnotify.Message
+		for i := range 9 {
+			sent = append(sent, pgnotify.Message{Channel: "late", Payload: fmt.Sprint(round, "/", i)})
+		}
+		require.NoError(t, pgnotify.Notify(ctx, c, sent[:8]...))
+		if stranded {
+			late.strandNextWrite()
+			require.NoError(t, c.PgConn().Exec(ctx, "SELECT 1").Close())
+			require.Equal(t, 1, late.readsInFlight(), "round %d: the query left no Read in flight", round)
+		}
+		// A query whose write outlasts pgx's slow-write timer (under load,
+		// any) can leave a Read in flight; SyncConn ends it, so that the
+		// next Read is Wait's held one.
+		require.NoError(t, c.PgConn().SyncConn(ctx))
+		require.Zero(t, late.readsInFlight(), "round %d: a Read in flight would take the notification", round)
+		require.NoError(t, pgnotify.Notify(ctx, notifier, sent[8]))
+		late.mu.Lock()
+		late.hold = true
+		late.mu.Unlock()
+		wctx, cancel := context.WithCancel(ctx)
+		go func() {
+			// Cancel while Wait is inside the held read.
+			select {
+			case <-late.entered:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
+		var got []*pgnotify.Notification
+		var final error
+		for n, err := range pgnotify.Wait(wctx, c, timeout) {
+			if err != nil {
+				final = err
+				break
+			}
+			got = append(got, n)
+		}
+		cancel()
+		unused, starved := late.unhold()
+		require.False(t, unused, "round %d: Wait ended without reading the socket (err %v)", round, final)
+		require.False(t, starved, "round %d: Wait's held Read had nothing to read until the test's deadline: "+
+			"a Read left in flight took the notification first", round)
+		require.ErrorIs(t, final, context.Canceled, "round %d", round)
+		require.Equal(t, sent, messages(got), "round %d", round)
+		_, err := c.Exec(ctx, "SELECT 1")
+		require.NoError(t, err, "round %d: a query after a cancelled Wait", round)
+	}
+}
+
+// TestWaitWithReadLeftInFlight: a query whose write outlasts pgx's
+// slow-write timer (any, under load) can return with pgx's background
+// reader still inside a Read on the socket. Wait then reads through that
+// Read: what it brings is yielded, the idle timeout and ctx's end still
+// interrupt it (the socket's deadline applies to a Read in progress), and
+// conn stays usable.
+func TestWaitWithReadLeftInFlight(t *testing.T) {
+	ctx := testContext(t)
+	late := newLateDeadlineConn(ctx)
+	c := connectConfig(t, func(cfg *pgx.ConnConfig) {
+		cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := new(net.Dialer).DialContext(ctx, network, addr)
+			late.Conn = nc
+			return late, err
+		}
+	})
+	require.NoError(t, pgnotify.Listen(ctx, c, "inflight"))
+	strand := func() {
+		t.Helper()
+		late.strandNextWrite()
+		require.NoError(t, c.PgConn().Exec(ctx, "SELECT 1").Close())
+		require.Equal(t, 1, late.readsInFlight(), "the query left no Read in flight")
+	}
+	usable := func(what string) {
+		t.Helper()
+		_, err := c.Exec(ctx, "SELECT 1")
+		require.NoError(t, err, "a query after %s", what)
+	}
+
+	strand()
+	require.NoError(t, pgnotify.Notify(ctx, connect(t), pgnotify.Message{Channel: "inflight", Payload: "x"}))
+	for n, err := range pgnotify.Wait(ctx, c, pgnotify.NoTimeout) {
+		require.NoError(t, err)
+		assert.Equal(t, "x", n.Payload)
+		break
+	}
+	usable("a notification the Read in flight brought")
+
+	strand()
+	ticks := 0
+	for n, err := range pgnotify.Wait(ctx, c, 10*time.Millisecond) {
+		require.NoError(t, err)
+		require.Nil(t, n)
+		ticks++
+		break
+	}
+	assert.Equal(t, 1, ticks)
+	usable("an idle tick")
+
+	strand()
+	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	var errs []error
+	within(t, receiveTimeout, "a Wait whose ctx ended", func() {
+		for n, err := range pgnotify.Wait(short, c, pgnotify.NoTimeout) {
+			assert.Nil(t, n)
+			errs = append(errs, err)
+		}
+	})
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], context.DeadlineExceeded)
+	usable("a Wait whose ctx ended")
 }
 
 // TestWaitDeafConnErrors: a connection dialled from another's Config()

@@ -57,6 +57,28 @@ func WaitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 	}
 }
 
+// ReceiveTimeout bounds Receive: long enough for a loaded machine, well
+// short of go test's own timeout, so that a test whose result never comes
+// fails with what it waited for instead of stalling the run.
+const ReceiveTimeout = time.Minute
+
+// Receive returns the next value from ch, or fails t with "timed out
+// waiting for <what>" if none comes within ReceiveTimeout. Call it from the
+// test's goroutine.
+func Receive[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	timer := time.NewTimer(ReceiveTimeout)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("timed out waiting for %s (%v)", what, ReceiveTimeout)
+		var zero T
+		return zero
+	}
+}
+
 // Connect opens a connection to connString, with its config changed by
 // mutate (nil changes nothing), and closes it with CloseConn when t ends,
 // whether or not the test closed it already. It fails t if the connection

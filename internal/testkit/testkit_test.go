@@ -45,6 +45,14 @@ func TestWaitUntil(t *testing.T) {
 	}
 }
 
+func TestReceive(t *testing.T) {
+	ch := make(chan int, 1)
+	ch <- 7
+	if got := testkit.Receive(t, ch, "seven"); got != 7 {
+		t.Fatalf("Receive = %d, want 7", got)
+	}
+}
+
 func TestContextEndsWithTest(t *testing.T) {
 	var done <-chan struct{}
 	t.Run("sub", func(t *testing.T) { done = testkit.Context(t, time.Hour).Done() })

@@ -115,10 +115,6 @@ func (m *Manager) Stats() Stats {
 	return s
 }
 
-// errHealth marks a death found by a health ping. Its class is that of
-// what the ping met (see causeClass).
-var errHealth = errors.New("pgnotify: health check failed")
-
 // causeClass names the kind of a cause of death, for Stats. A cause is
 // classed by what happened, not by who was asking: a stall is "health"
 // whether a health ping or a drain pass met it, and a cut is "network"

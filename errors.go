@@ -59,7 +59,8 @@ var (
 	// (PgBouncer, Supavisor, RDS Proxy), which hands each transaction to
 	// any server connection, so the session would never hear a
 	// notification. Connect directly to PostgreSQL or through a
-	// session-mode pool.
+	// session-mode pool. A reconnect that lands behind such a pooler is a
+	// failed attempt.
 	ErrNoSession = errors.New("pgnotify: LISTEN did not persist into the next transaction (a transaction-mode pooler?): " +
 		"connect directly to PostgreSQL or through a session-mode pool")
 

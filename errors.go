@@ -59,7 +59,8 @@ var (
 	// (PgBouncer, Supavisor, RDS Proxy), which hands each transaction to
 	// any server connection, so the session would never hear a
 	// notification. Connect directly to PostgreSQL or through a
-	// session-mode pool.
+	// session-mode pool. A reconnect that lands behind such a pooler is a
+	// failed attempt.
 	ErrNoSession = errors.New("pgnotify: LISTEN did not persist into the next transaction (a transaction-mode pooler?): " +
 		"connect directly to PostgreSQL or through a session-mode pool")
 
@@ -83,6 +84,47 @@ var (
 	// errLent is returned for a request on a member made from inside the Do
 	// function it is lent to: waiting for the Do to end would never return.
 	errLent = errors.New("pgnotify: connection is lent to this goroutine's Do: use the *pgx.Conn passed to fn")
+
+	errNilFunc       = errors.New("pgnotify: Do: nil function")
+	errNilExecer     = errors.New("pgnotify: notify: nil Execer")
+	errNilDial       = errors.New("pgnotify: Recover: nil DialFunc")
+	errNoGarbageConn = errors.New("pgnotify: Redial: the garbage entry has no connection")
+	// errAddClosed is an Add's connError cause, which names the call.
+	errAddClosed = errors.New("closed")
+)
+
+// Causes of a member's death, classed by causeClass for Stats.
+var (
+	// errClosedInDo is the cause of death of a connection a Do function
+	// closed without returning an error.
+	errClosedInDo = errors.New("pgnotify: connection closed inside Do")
+
+	// errHealth marks a death found by a health ping. Its class is that of
+	// what the ping met (see causeClass).
+	errHealth = errors.New("pgnotify: health check failed")
+
+	// errClosedInHealthCheck and errClosedInPing: pgx closed the
+	// connection during the round trip without returning an error.
+	errClosedInHealthCheck = errors.New("pgnotify: connection closed during health check")
+	errClosedInPing        = errors.New("pgnotify: connection closed during ping")
+)
+
+// errTxLeftOpen is why Do failed when its function left a transaction
+// open: a session in a transaction receives no notification.
+var errTxLeftOpen = errors.New("pgnotify: Do: fn left the connection in a transaction")
+
+// Replies a server should not send: the query's result has the wrong shape.
+var (
+	errPIDReply     = errors.New("pgnotify: listen: unexpected reply to pg_backend_pid()")
+	errSessionReply = errors.New("pgnotify: unexpected reply to the session query")
+)
+
+// Why a recovery attempt's new connection was refused: causes that the
+// attempt's connError wraps, so they carry no "pgnotify: " prefix.
+var (
+	errDialedNil    = errors.New("DialFunc returned a nil connection")
+	errDialedClosed = errors.New("DialFunc returned a closed connection")
+	errGarbageTaken = errors.New("the dead connection was taken with TakeGarbage")
 )
 
 // connError says which connection of a call failed. Its message keeps one

@@ -14,12 +14,13 @@ const (
 	Batch Kind = iota + 1
 	// Idle reports that nothing happened within the manager's timeout.
 	Idle
-	// Dead reports that Conn failed and moved to the garbage set; Err says
-	// why.
+	// Dead reports that Conn failed; Err says why. A Manager moved it to
+	// the garbage set; a bus.Bus or durable.Stream reconnects by itself.
 	Dead
 	// Recovered reports that Conn replaces Replaced, a dead connection, and
 	// listens on its channels again. Notifications sent while Replaced was
-	// dead are lost: this is the signal to resynchronise.
+	// dead are lost: this is the signal to resynchronise. (A
+	// durable.Stream loses nothing: what was committed meanwhile comes next.)
 	Recovered
 	// Lagged reports that a bus.Subscription's buffer overflowed under
 	// bus.OverflowDropOldest (package github.com/seed-c59d106d/pgnotify/bus):
@@ -44,11 +45,14 @@ func (k Kind) String() string {
 	return "Kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// An Event is one step of a [Manager]'s stream. Which fields are set depends
-// on Kind.
+// An Event is one step of a stream: a [Manager]'s, a bus.Subscription's
+// (package github.com/seed-c59d106d/pgnotify/bus) or a durable.Stream's
+// (package github.com/seed-c59d106d/pgnotify/durable). Which fields are set
+// depends on Kind; Conn and Replaced are set only by a Manager.
 type Event struct {
 	Kind Kind
-	// Conn is the connection the event is about (not set for Idle).
+	// Conn is the member the event is about: set by a Manager, except for
+	// Idle.
 	Conn *pgx.Conn
 	// Notifications holds a Batch, in the order the server sent them. The
 	// slice and its elements belong to the caller and may be kept after the

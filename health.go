@@ -44,7 +44,7 @@ func (mb *member) healthCheck() bool {
 		return true
 	}
 	if err == nil {
-		err = errors.New("pgnotify: connection closed during health check")
+		err = errClosedInHealthCheck
 	}
 	if !errors.Is(err, ErrNotListening) {
 		err = fmt.Errorf("%w: %w", errHealth, err)

@@ -163,7 +163,7 @@ func listenCommand(ctx context.Context, conn *pgx.Conn, command string, channels
 	}
 	last := results[len(results)-1]
 	if len(last.Rows) != 1 || len(last.Rows[0]) != 1 {
-		return errors.New("pgnotify: listen: unexpected reply to pg_backend_pid()")
+		return errPIDReply
 	}
 	pid, err := strconv.ParseUint(string(last.Rows[0][0]), 10, 32)
 	if err != nil {
@@ -252,7 +252,7 @@ func Notify(ctx context.Context, db Execer, msgs ...Message) error {
 		return nil
 	}
 	if c, ok := db.(*pgx.Conn); db == nil || ok && c == nil {
-		return errors.New("pgnotify: notify: nil Execer")
+		return errNilExecer
 	}
 	var err error
 	switch len(msgs) {

@@ -129,7 +129,7 @@ func (m *Manager) Add(ctx context.Context, conns ...*pgx.Conn) error {
 	// may be touched here.
 	for i, c := range conns {
 		if c.IsClosed() {
-			return &connError{"add", nth(i), errors.New("closed")}
+			return &connError{"add", nth(i), errAddClosed}
 		}
 		if s := c.PgConn().TxStatus(); s != 'I' {
 			return &connError{"add", nth(i), fmt.Errorf("in a transaction (status %q)", s)}
@@ -386,7 +386,7 @@ func (m *Manager) Do(ctx context.Context, conn *pgx.Conn, fn func(*pgx.Conn) err
 		return err
 	}
 	if fn == nil {
-		return errors.New("pgnotify: Do: nil function")
+		return errNilFunc
 	}
 	return mb.lend(ctx, fn)
 }

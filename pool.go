@@ -8,9 +8,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// A ConnectFunc opens a new connection to the database: for a Bus
+// A ConnectFunc opens a new connection to the database: for a bus.Bus
 // (package github.com/seed-c59d106d/pgnotify/bus), its first connection
-// and each replacement. The connection must keep pgx's default
+// and each replacement; for a [Manager], wrapped as a [DialFunc] (see
+// [ConnectFromPool]). The connection must keep pgx's default
 // notification handling (no OnNotification in its config). Whoever it is
 // given to closes it.
 type ConnectFunc func(ctx context.Context) (*pgx.Conn, error)
@@ -20,7 +21,7 @@ type ConnectFunc func(ctx context.Context) (*pgx.Conn, error)
 // so the pool forgets it. The pool never hands the listening session to
 // anyone else, it may open another connection in its place (the listening
 // one no longer counts against MaxConns), and pool.Close does not wait for
-// it. Whoever holds the connection closes it: a Bus, or a [Manager].
+// it. Whoever holds the connection closes it: a bus.Bus, or a [Manager].
 //
 // For a Manager, call it for [Manager.Add], and wrap it for
 // [WithReconnect]:

@@ -40,7 +40,7 @@ type DialFunc func(ctx context.Context, dead Garbage) (*pgx.Conn, error)
 // [Manager.Recover].
 func Redial(ctx context.Context, dead Garbage) (*pgx.Conn, error) {
 	if dead.Conn == nil {
-		return nil, errors.New("pgnotify: Redial: the garbage entry has no connection")
+		return nil, errNoGarbageConn
 	}
 	cfg := dead.Conn.Config()
 	cfg.OnNotification = nil
@@ -66,7 +66,7 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 		return err
 	}
 	if dial == nil {
-		return errors.New("pgnotify: Recover: nil DialFunc")
+		return errNilDial
 	}
 	gs, err := m.claimGarbage()
 	if err != nil {
@@ -184,7 +184,7 @@ func (m *Manager) dialReserved(ctx context.Context, dial DialFunc, g Garbage) (*
 		return nil, err
 	}
 	if conn == nil {
-		return nil, errors.New("DialFunc returned a nil connection")
+		return nil, errDialedNil
 	}
 	if err := m.reserve([]*pgx.Conn{conn}); err != nil {
 		if errors.Is(err, ErrAlreadyAdded) {
@@ -196,7 +196,7 @@ func (m *Manager) dialReserved(ctx context.Context, dial DialFunc, g Garbage) (*
 	}
 	if conn.IsClosed() {
 		m.unreserve([]*pgx.Conn{conn})
-		return nil, errors.New("DialFunc returned a closed connection")
+		return nil, errDialedClosed
 	}
 	return conn, nil
 }
@@ -323,7 +323,7 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 	case m.closedLocked():
 		refused = ErrClosed
 	case !m.ms.replace(g.Conn):
-		refused = errors.New("the dead connection was taken with TakeGarbage")
+		refused = errGarbageTaken
 	}
 	if refused != nil {
 		m.mu.Unlock()

@@ -1,17 +1,8 @@
 package pgnotify
 
 import (
-	"errors"
 	"sync/atomic"
 )
-
-// errClosedInDo is the cause of death of a connection a Do function closed
-// without returning an error.
-var errClosedInDo = errors.New("pgnotify: connection closed inside Do")
-
-// errTxLeftOpen is why Do failed when its function left a transaction
-// open: a session in a transaction receives no notification.
-var errTxLeftOpen = errors.New("pgnotify: Do: fn left the connection in a transaction")
 
 // requestKind says who performs a request.
 type requestKind uint8

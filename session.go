@@ -48,7 +48,7 @@ func readSession(ctx context.Context, conn *pgx.Conn) (session, error) {
 		return session{}, err
 	}
 	if len(results) != 2 || len(results[0].Rows) != 1 || len(results[0].Rows[0]) != 2 {
-		return session{}, errors.New("pgnotify: unexpected reply to the session query")
+		return session{}, errSessionReply
 	}
 	row := results[0].Rows[0]
 	pid, err := strconv.ParseUint(string(row[0]), 10, 32)

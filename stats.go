@@ -26,9 +26,10 @@ type Stats struct {
 	// ping, drain pass, Listen) getting no reply within the
 	// health-check timeout; "network" for a socket error, EOF, or a
 	// connection pgx found closed (pgconn.ErrConnClosed, as after a cut in
-	// the middle of a query); "closed" for a connection a Do function closed
-	// without an error of its own; else "other" (such as the error a Do
-	// function returned when it closed the connection).
+	// the middle of a query); "not_listening" for a session a health check
+	// found deaf ([ErrNotListening]); "closed" for a connection a Do
+	// function closed without an error of its own; else "other" (such as
+	// the error a Do function returned when it closed the connection).
 	DeathsByCause     map[string]uint64
 	Recoveries        uint64 // Recovered events queued
 	ReconnectAttempts uint64 // dials made by Recover and WithReconnect
@@ -114,10 +115,6 @@ func (m *Manager) Stats() Stats {
 	}
 	return s
 }
-
-// errHealth marks a death found by a health ping. Its class is that of
-// what the ping met (see causeClass).
-var errHealth = errors.New("pgnotify: health check failed")
 
 // causeClass names the kind of a cause of death, for Stats. A cause is
 // classed by what happened, not by who was asking: a stall is "health"

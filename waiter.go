@@ -3,7 +3,6 @@ package pgnotify
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -235,7 +234,7 @@ func (mb *member) roundTrip() bool {
 		return true
 	}
 	if err == nil {
-		err = errors.New("pgnotify: connection closed during ping")
+		err = errClosedInPing
 	}
 	mb.closeConn()
 	mb.exit(err, nil)

@@ -34,13 +34,3 @@ func TestQueueWarningOncePerRise(t *testing.T) {
 		t.Errorf("the warning names neither the risk nor the connection:\n%s", log.String())
 	}
 }
-
-func TestCauseClassNotListening(t *testing.T) {
-	err := &notListeningError{missing: []string{"a", "b", "c", "d"}, of: 5}
-	if got := causeClass(err); got != "not_listening" {
-		t.Errorf("causeClass = %q, want not_listening", got)
-	}
-	if msg := err.Error(); !strings.Contains(msg, `"a", "b", "c" and 1 more`) || !strings.Contains(msg, "4 of its 5") {
-		t.Errorf("message does not name what was lost: %s", msg)
-	}
-}

@@ -36,7 +36,9 @@ func (b *Bus) syncLoop() {
 // held.
 func (b *Bus) syncOnce() {
 	b.mu.Lock()
-	st, conn, want := b.state, b.conn, len(b.subs) > 0
+	// A refused connection fails the Subscribes waiting for it: only a
+	// Subscribe made since (which clears refused) may dial again.
+	st, conn, want := b.state, b.conn, len(b.subs) > 0 && b.refused == nil
 	b.mu.Unlock()
 	switch st {
 	case stateDown:

@@ -288,7 +288,9 @@ func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
 	heard := false
 	take := func() {
 		for _, n := range popBuffered(conn, nil) {
-			if n.Channel == probe && n.PID == pid {
+			// The probe's name is unique; its PID is the server's, which
+			// behind a pooler is not the key pgx was given (conn's PID).
+			if n.Channel == probe {
 				heard = true
 				continue
 			}

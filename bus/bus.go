@@ -119,11 +119,16 @@ func New(connect pgnotify.ConnectFunc, opts ...Option) *Bus {
 //
 // Every name is checked first ([pgnotify.ValidateChannel]; nothing is sent
 // or dialled if one fails); a name repeated is delivered once. The first
-// Subscribe makes the Bus dial, and checks that the connection hears its
-// own notifications: one whose config sets OnNotification (a pool's, say)
-// fails Subscribe with an error saying so. If the database is down or the
-// connection is being replaced, Subscribe waits for it until ctx ends,
-// and then returns an error matching ctx.Err() with [errors.Is] and
+// Subscribe makes the Bus dial, and checks that the connection can hear.
+// Subscribe fails, with an error saying what to change, for a connection
+// whose config sets OnNotification (a pool's, say); with one matching
+// [pgnotify.ErrStandby] on a hot standby; and with one matching
+// [pgnotify.ErrNoSession] through a transaction- or statement-mode pooler,
+// where the LISTEN does not persist into the next transaction. The Bus does
+// not redial such a connection by itself: every Subscribe waiting for it
+// fails at once, and the next Subscribe dials anew. If the database is down
+// or the connection is being replaced, Subscribe waits for it until ctx
+// ends, and then returns an error matching ctx.Err() with [errors.Is] and
 // subscribes nothing. Whenever Subscribe fails, it returns only once the
 // connection listens on nothing that it did not listen on before (waiting
 // at most the health-check timeout for an UNLISTEN). The caller's ctx only

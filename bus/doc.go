@@ -55,4 +55,21 @@
 // [pgnotify.Recovered], the moment to resynchronise from the application's
 // own tables. The Bus redials by itself ([WithReconnect]); if its pool was
 // closed, it ends for good and every subscription's Next says so.
+//
+// # Poolers, standbys and failover
+//
+// The Bus's connection must hold a session on a primary. Through a
+// transaction- or statement-mode pooler (PgBouncer, Supavisor, RDS Proxy)
+// [Bus.Subscribe] fails with an error matching [pgnotify.ErrNoSession], and
+// on a hot standby with one matching [pgnotify.ErrStandby]; a session-mode
+// pooler works. A pooler that runs the next transaction on the same server
+// connection (a pool of one always does) cannot be told from a session
+// until it moves the session: the health check then finds the connection
+// no longer listening ([pgnotify.ErrNotListening]), and subscriptions get
+// Dead, then Recovered. To follow a failover, dial a multi-host connection
+// string with target_session_attrs=read-write: subscriptions get Dead when
+// the primary is lost and Recovered once a new primary listens; a
+// reconnect that lands on a standby is a failed attempt, logged and
+// retried, never Recovered. [Stats].QueueUsage says how full the server's
+// notification queue is.
 package bus

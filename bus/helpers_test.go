@@ -12,43 +12,25 @@ import (
 
 	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
 
-// The helpers below are those of test/helpers_test.go the Bus's tests
-// need, until the project's test helpers live in one internal package.
-
-// connTimeout bounds opening and closing a connection. It is not the test's
-// context: a cleanup must close the connection even after that has expired.
-const connTimeout = 10 * time.Second
+// The helpers below are internal/testkit's, shared with test/'s, durable's
+// and cmd/pgnotify's tests, under the names this package's tests use.
 
 // requireServer skips t under -short, which runs only the tests that need no
 // server. Without -short TestMain has provided one (or failed the run).
-func requireServer(t testing.TB) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a PostgreSQL server; run without -short")
-	}
-}
+func requireServer(t testing.TB) { t.Helper(); testkit.RequireServer(t) }
 
 // testContext returns a context that ends after 60 s or when t ends,
 // whichever comes first.
-func testContext(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t testing.TB) context.Context { t.Helper(); return testkit.Context(t, 60*time.Second) }
 
 // connect opens a connection to the test server, closed when t ends.
 func connect(t testing.TB) *pgx.Conn {
 	t.Helper()
 	requireServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString)
-	require.NoError(t, err, "connect to the test server")
-	t.Cleanup(func() { closeConn(t, conn) })
-	return conn
+	return testkit.Connect(t, connString, nil)
 }
 
 // closeConn closes conn, which may be closed or broken already, and waits
@@ -56,13 +38,8 @@ func connect(t testing.TB) *pgx.Conn {
 // goroutine of a closed connection.
 func closeConn(t testing.TB, conn *pgx.Conn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	_ = conn.Close(ctx) // a broken connection is closed either way
-	select {
-	case <-conn.PgConn().CleanupDone():
-	case <-ctx.Done():
-		t.Errorf("connection %d: pgconn's cleanup did not finish within %v", conn.PgConn().PID(), connTimeout)
+	if err := testkit.CloseConn(conn); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -71,28 +48,14 @@ func closeConn(t testing.TB, conn *pgx.Conn) {
 func adminExec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	requireServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), connTimeout)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, connString)
-	require.NoError(t, err, "adminExec: connect")
-	defer closeConn(t, conn)
-	_, err = conn.Exec(ctx, sql, args...)
-	require.NoError(t, err, "adminExec %q", sql)
+	testkit.Exec(t, connString, sql, args...)
 }
 
-// waitUntil calls cond every 2 ms until it returns true, and fails t if it
-// has not within timeout. cond runs in the test's goroutine.
+// waitUntil calls cond every few milliseconds until it returns true, and
+// fails t if it has not within timeout. cond runs in the test's goroutine.
 func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s (%v)", what, timeout)
-		}
-		<-tick.C
-	}
+	testkit.WaitUntil(t, timeout, what, cond)
 }
 
 // notifier returns a connection for the test's NOTIFYs, closed when t ends.

@@ -4,7 +4,7 @@ package bus
 // totals since [New]; the other fields are the state now.
 type Stats struct {
 	Connected     bool   // the connection is live and listens on the channels wanted (not while down, dead or being replaced)
-	PID           uint32 // the backend process ID of the live connection (pg_stat_activity.pid), 0 when not Connected
+	PID           uint32 // the backend process ID of the live connection (pg_stat_activity.pid; behind a pooler, the pooler's key), 0 when not Connected
 	Subscriptions int    // live subscriptions (including those still subscribing)
 	Channels      int    // channels the connection LISTENs on now
 	Received      uint64 // notifications the connection received
@@ -12,6 +12,18 @@ type Stats struct {
 	Dropped       uint64 // of those, dropped by OverflowDropOldest (reported by Lagged)
 	Deaths        uint64 // times the connection died
 	Reconnects    uint64 // times a new connection replaced a dead one
+	// QueueUsage is the fraction of the server's notification queue in
+	// use (pg_notification_queue_usage(), 0 to 1), as the latest health
+	// check of the Bus's connection read it ([pgnotify.Stats].QueueUsage of
+	// its Manager): 0 until one has run, and kept while the Bus is down.
+	// The health check runs on a connection quiet for its interval
+	// ([WithHealthCheck]), so a Bus that receives without pause samples it
+	// seldom. NOTIFY fails once the queue is full; it fills when any
+	// listening session of the cluster does not read (a long transaction,
+	// a stalled listener, a subscription under OverflowBlock that stalls
+	// this Bus). A logger ([WithLogger]) gets a warning at 0.5, once per
+	// rise.
+	QueueUsage float64
 }
 
 // Stats returns the Bus's counters and state. It is safe from any
@@ -23,6 +35,7 @@ func (b *Bus) Stats() Stats {
 		Dropped:    b.dropped.Load(),
 		Deaths:     b.deaths.Load(),
 		Reconnects: b.recoveries.Load(),
+		QueueUsage: b.m.Stats().QueueUsage,
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

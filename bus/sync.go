@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -35,7 +36,9 @@ func (b *Bus) syncLoop() {
 // held.
 func (b *Bus) syncOnce() {
 	b.mu.Lock()
-	st, conn, want := b.state, b.conn, len(b.subs) > 0
+	// A refused connection fails the Subscribes waiting for it: only a
+	// Subscribe made since (which clears refused) may dial again.
+	st, conn, want := b.state, b.conn, len(b.subs) > 0 && b.refused == nil
 	b.mu.Unlock()
 	switch st {
 	case stateDown:
@@ -50,29 +53,33 @@ func (b *Bus) syncOnce() {
 }
 
 // dial opens the Bus's first connection, retrying with backoff while some
-// subscription wants it and the Bus is open, checks that it hears its own
-// notifications, adds it to the Manager, makes it listen, and starts the
-// dispatcher. Must be called with b.syncMu held.
+// subscription wants it and the Bus is open, checks that it can hear (its
+// own notifications reach it, on a primary, in a session that persists),
+// adds it to the Manager, makes it listen, and starts the dispatcher. A
+// connection that can never hear as dialled is not retried: the Subscribes
+// waiting now fail with why, and the next Subscribe dials again. Must be
+// called with b.syncMu held.
 func (b *Bus) dial() {
 	for attempt := 1; ; attempt++ {
 		conn, err := b.connectOnce(b.ctx)
 		if err == nil {
-			if err = hearsItself(b.ctx, conn, b.cfg.roundTrip()); err != nil && b.ctx.Err() == nil {
-				// As dialled, it can never work: fail the Subscribes
-				// waiting now, and dial again at the next one.
+			err = hearsItself(b.ctx, conn, b.cfg.roundTrip())
+			if err == nil {
+				err = b.m.Add(b.ctx, conn)
+			}
+			if err != nil {
 				closeQuietly(conn)
+			}
+			if err != nil && b.ctx.Err() == nil && unusable(err) {
 				b.mu.Lock()
 				b.refused, b.connErr = err, err
 				b.broadcastLocked()
 				b.mu.Unlock()
+				if l := b.cfg.logger; l != nil {
+					l.Error("pgnotify/bus: connection refused: it cannot hear as dialled", "err", err)
+				}
 				return
 			}
-		}
-		if err == nil {
-			err = b.m.Add(b.ctx, conn)
-		}
-		if err != nil && conn != nil {
-			closeQuietly(conn)
 		}
 		if err == nil {
 			b.bo.Up()
@@ -170,22 +177,39 @@ func (b *Bus) connectOnce(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// hearsItself checks that conn receives its own notifications in its own
-// buffer, as the Manager checks each replacement: it LISTENs a private
-// channel and NOTIFYs it in one round trip (the server delivers a
-// session's own notification before it reports ready), then UNLISTENs it.
-// A connection whose config sets OnNotification (a pool's, say) fails:
-// pgx hands its notifications to that function, and the Bus would never
-// see one. conn listens on nothing else, so whatever else it buffered is
-// stale and dropped. The NOTIFY wakes every listening backend of the
-// database once, on the Bus's first connection only.
+// unusable reports whether err, from the checks of a first connection,
+// says that the connection can never hear as dialled, so that dialling the
+// same way again would fail the same way: its notifications go to its
+// config's OnNotification, it is on a hot standby, or its LISTEN does not
+// persist (a transaction-mode pooler).
+func unusable(err error) bool {
+	return errors.Is(err, errNotHeard) || errors.Is(err, pgnotify.ErrStandby) || errors.Is(err, pgnotify.ErrNoSession)
+}
+
+// hearsItself checks that conn can hear, as the Manager checks each
+// replacement: it LISTENs a private channel, NOTIFYs it, and UNLISTENs it.
+// The LISTEN fails with an error matching [pgnotify.ErrStandby] on a hot
+// standby, and with one matching [pgnotify.ErrNoSession] when it did not
+// persist into the next transaction (a transaction-mode pooler; this costs
+// a round trip only behind a pooler). A connection whose config sets
+// OnNotification (a pool's, say) fails with errNotHeard: pgx hands its
+// notifications to that function, and the Bus would never see one. conn
+// listens on nothing else, so whatever else it buffered is stale and
+// dropped. The NOTIFY wakes every listening backend of the database once,
+// on the Bus's first connection only. Any other error is the connection's
+// failure, wrapped.
 func hearsItself(ctx context.Context, conn *pgx.Conn, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	pid := conn.PgConn().PID()
-	probe := fmt.Sprintf("pgnotify.bus.probe.%d.%x", pid, rand.Uint64())
-	q := pgx.Identifier{probe}.Sanitize()
-	if _, err := conn.PgConn().Exec(ctx, "LISTEN "+q+"; NOTIFY "+q).ReadAll(); err != nil {
+	// The name is unique: behind a pooler the notification's PID is the
+	// server's, not the key pgx was given, so it cannot tell the probe.
+	probe := fmt.Sprintf("pgnotify.bus.probe.%d.%x", conn.PgConn().PID(), rand.Uint64())
+	if err := pgnotify.Listen(ctx, conn, probe); err != nil {
+		return err
+	}
+	// The server delivers a session's own notification before it reports
+	// ready, so it is in pgx's buffer once Exec returns.
+	if _, err := conn.PgConn().Exec(ctx, "NOTIFY "+pgx.Identifier{probe}.Sanitize()).ReadAll(); err != nil {
 		return fmt.Errorf("pgnotify/bus: notify itself: %w", err)
 	}
 	if err := pgnotify.Unlisten(ctx, conn, probe); err != nil {
@@ -198,7 +222,7 @@ func hearsItself(ctx context.Context, conn *pgx.Conn, timeout time.Duration) err
 		if n == nil || err != nil {
 			return errNotHeard
 		}
-		if n.Channel == probe && n.PID == pid {
+		if n.Channel == probe {
 			for n != nil && err == nil { // drop the rest
 				n, err = conn.WaitForNotification(done)
 			}

@@ -93,3 +93,30 @@ func TestPoolerSessionModeWorks(t *testing.T) {
 	assert.Equal(t, []string{"two"}, got[b])
 	assert.Zero(t, m.Stats().Deaths)
 }
+
+// Behind a session-mode pooler a dead member is replaced: the client sees
+// the pooler's backend key, not the server's PID, and the replacement's
+// check that it hears its own NOTIFY must not mistake one for the other.
+func TestPoolerSessionModeRecovers(t *testing.T) {
+	ctx := testContext(t)
+	cs := pgbouncer(t, "session")
+
+	c := connectTo(t, cs)
+	require.NoError(t, pgnotify.Listen(ctx, c, "pool_rec"))
+	m := newManager(t, pgnotify.WithReconnect(pgnotify.Redial, 5*time.Millisecond, 50*time.Millisecond))
+	require.NoError(t, m.Add(ctx, c))
+	var serverPID uint32
+	require.NoError(t, m.Do(ctx, c, func(conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&serverPID)
+	}))
+	require.NotEqual(t, c.PgConn().PID(), serverPID, "the pooler hands out keys of its own")
+
+	adminExec(t, "SELECT pg_terminate_backend($1)", serverPID)
+	untilKind(t, ctx, m, pgnotify.Dead)
+	rec := untilKind(t, ctx, m, pgnotify.Recovered)
+	notify(t, "pool_rec", "after")
+	ev := untilKind(t, ctx, m, pgnotify.Batch)
+	assert.Equal(t, rec.Conn, ev.Conn)
+	assert.Equal(t, "after", ev.Notifications[0].Payload)
+	assert.Zero(t, m.Stats().ReconnectFailures)
+}

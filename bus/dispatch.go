@@ -52,6 +52,9 @@ func (b *Bus) dispatch() {
 // Subscribe could return. touched is scratch space, returned for reuse.
 func (b *Bus) fanOut(ns []*pgnotify.Notification, touched []*Subscription) []*Subscription {
 	b.received.Add(uint64(len(ns)))
+	if len(ns) > 0 && oneChannel(ns) {
+		return b.fanOutOne(ns, touched)
+	}
 	delivered := 0
 	b.mu.Lock()
 	for _, n := range ns {
@@ -159,4 +162,41 @@ func (b *Bus) announceRecoveredLocked() {
 		}
 	}
 	b.broadcastLocked()
+}
+
+// oneChannel reports whether every notification of ns is on ns[0]'s
+// channel.
+func oneChannel(ns []*pgnotify.Notification) bool {
+	for _, n := range ns[1:] {
+		if n.Channel != ns[0].Channel {
+			return false
+		}
+	}
+	return true
+}
+
+// fanOutOne is fanOut for a batch on one channel, the common case: every
+// subscription of the channel gets the whole batch, so it is delivered
+// from ns itself, with no staging copy per subscription (which cost a
+// slice grown and dropped per subscription and batch).
+func (b *Bus) fanOutOne(ns []*pgnotify.Notification, touched []*Subscription) []*Subscription {
+	b.mu.Lock()
+	if e := b.chans[ns[0].Channel]; e != nil {
+		for _, r := range e.subs {
+			touched = append(touched, r.s)
+		}
+	}
+	b.mu.Unlock()
+	b.delivered.Add(uint64(len(ns) * len(touched)))
+	dropped := 0
+	for _, p := range [...]Overflow{OverflowDropOldest, OverflowBlock} {
+		for _, s := range touched {
+			if s.overflow == p {
+				dropped += s.deliver(ns)
+			}
+		}
+	}
+	clear(touched)
+	b.dropped.Add(uint64(dropped))
+	return touched[:0]
 }

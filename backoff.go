@@ -30,8 +30,8 @@ func (c *config) stableAfter() time.Duration {
 // 0, unless mb was itself recovered only shortly before it died. Then it
 // goes on from there: no storm against a server that accepts and then
 // drops.
-func (c *config) firstAttempt(mb *member) int {
-	if !mb.adopted.IsZero() && time.Since(mb.adopted) < c.stableAfter() {
+func (c *config) firstAttempt(mb *member, now time.Time) int {
+	if !mb.adopted.IsZero() && now.Sub(mb.adopted) < c.stableAfter() {
 		return mb.attempt + 1
 	}
 	return 0
@@ -53,14 +53,10 @@ func (m *Manager) goReconnect(g Garbage, attempt int) {
 // from (see firstAttempt).
 func (m *Manager) reconnect(g Garbage, attempt int) {
 	delay := func() time.Duration { return backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt) }
-	t := time.NewTimer(delay())
-	defer t.Stop()
 	// try numbers the attempts of this outage for the log, from 1
 	// whatever backoff step it starts from.
 	for try := 1; ; try++ {
-		select {
-		case <-t.C:
-		case <-m.ctx.Done():
+		if m.test.sleep(m.ctx, delay()) != nil {
 			return
 		}
 		err := m.recoverOne(m.ctx, m.cfg.dial, g, attempt, try)
@@ -68,6 +64,5 @@ func (m *Manager) reconnect(g Garbage, attempt int) {
 			return
 		}
 		attempt++
-		t.Reset(delay())
 	}
 }

@@ -548,7 +548,7 @@ func (m *Manager) buryLocked(mb *member) Event {
 		// Recovery starts only now, so its Recovered event cannot overtake
 		// the Dead one.
 		m.ms.claim(g.Conn)
-		m.goReconnect(g, m.cfg.firstAttempt(mb))
+		m.goReconnect(g, m.cfg.firstAttempt(mb, m.test.now()))
 	}
 	return Event{Kind: Dead, Conn: mb.conn, Err: cause}
 }

@@ -332,7 +332,7 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 		return refused
 	}
 	mb := newMember(m, conn, g.Channels, popBuffered(conn, pending))
-	mb.adopted, mb.attempt = time.Now(), attempt
+	mb.adopted, mb.attempt = m.test.now(), attempt
 	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
 	m.admitLocked(mb)
 	m.mu.Unlock()

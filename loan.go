@@ -90,18 +90,10 @@ type testSignals struct {
 	loaned testSignal // a loan was decoded: how many notifications it published
 
 	// clock and wait put the reconnect backoff on a test's simulated
-	// time: clock replaces time.Now where the backoff measures how long
-	// a connection lived, and wait replaces the timer between attempts.
+	// time: clock is the backoff's clock (how long a connection lived),
+	// and wait replaces the timer between attempts.
 	clock func() time.Time
 	wait  func(ctx context.Context, d time.Duration) error
-}
-
-// now returns the backoff's time: the test's clock, or time.Now.
-func (s *testSignals) now() time.Time {
-	if s.clock != nil {
-		return s.clock()
-	}
-	return time.Now()
 }
 
 // sleep waits d before a reconnect attempt, or until ctx ends (it returns

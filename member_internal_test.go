@@ -64,21 +64,6 @@ func TestFifoKeepsOrderAndReusesSpace(t *testing.T) {
 	assert.LessOrEqual(t, cap(q.items), 16, "popped space is reused")
 }
 
-func TestBackoffStaysWithinBounds(t *testing.T) {
-	min, max := 10*time.Millisecond, time.Second
-	for n := range 80 {
-		ceil := max
-		if n < 7 {
-			ceil = min << n
-		}
-		for range 50 {
-			d := backoff(min, max, n)
-			assert.GreaterOrEqual(t, d, min, "attempt %d", n)
-			assert.LessOrEqual(t, d, ceil, "attempt %d", n)
-		}
-	}
-}
-
 func TestCauseClass(t *testing.T) {
 	for want, err := range map[string]error{
 		"57P01":   fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: "57P01"}),
@@ -148,5 +133,7 @@ func TestOptionsDefaultsAndZeroValues(t *testing.T) {
 	assert.Equal(t, defaultMaxPending, c.maxPending)
 	assert.Equal(t, time.Duration(0), c.healthEvery, "every <= 0 turns health checks off")
 	assert.Equal(t, defaultHealthTimeout, c.healthTimeout)
+	assert.Equal(t, 100*time.Millisecond, c.reconnectMin, "min <= 0 means 100ms")
+	assert.Equal(t, 5*time.Second, c.reconnectMax, "max <= 0 means 5s")
 	assert.Equal(t, roundTripTimeout, (&config{}).roundTripTimeout())
 }

@@ -1,73 +1,47 @@
 package pgnotify
 
-import (
-	"math/rand/v2"
-	"time"
-)
+import "github.com/seed-c59d106d/pgnotify/internal/backoff"
 
-// This file holds the Manager's reconnect backoff, all of it: the delay
-// before each attempt, where a new outage starts from, and the automatic
-// reconnect loop that waits it out. (Package bus uses internal/backoff,
-// where this one is to move.)
+// This file holds the Manager's use of the reconnect backoff: each outage
+// of a connection has one internal/backoff.Backoff (pgnotify's one
+// backoff, with its reset rule), which the replacement carries on, so that
+// the recovery of a replacement that dies again continues the outage or
+// starts a new one as that rule says; and the automatic reconnect loop
+// that waits it out.
 
-// backoff returns the delay before reconnect attempt n (from 0): drawn with
-// full jitter between min and min·2ⁿ, capped at max.
-func backoff(min, max time.Duration, n int) time.Duration {
-	ceil := max
-	if n < 62 && min<<n > 0 && min<<n < max {
-		ceil = min << n
+// newBackoff returns a reconnect backoff with the Manager's bounds.
+func (m *Manager) newBackoff() *backoff.Backoff {
+	b := backoff.New(m.cfg.reconnectMin, m.cfg.reconnectMax)
+	if m.test.clock != nil {
+		b.SetClock(m.test.clock)
 	}
-	return min + rand.N(ceil-min+1)
+	return b
 }
 
-// stableAfter is how long a recovered connection must stay up before the
-// reconnect backoff starts again from min.
-func (c *config) stableAfter() time.Duration {
-	return max(c.reconnectMax, 10*time.Second)
-}
-
-// firstAttempt is the backoff step the recovery of the dead mb starts from:
-// 0, unless mb was itself recovered only shortly before it died. Then it
-// goes on from there: no storm against a server that accepts and then
-// drops.
-func (c *config) firstAttempt(mb *member) int {
-	if !mb.adopted.IsZero() && time.Since(mb.adopted) < c.stableAfter() {
-		return mb.attempt + 1
-	}
-	return 0
-}
-
-// goReconnect starts the automatic recovery of a dead connection.
-func (m *Manager) goReconnect(g Garbage, attempt int) {
+// goReconnect starts the automatic recovery of a dead connection, with the
+// backoff of its outage.
+func (m *Manager) goReconnect(g Garbage, bo *backoff.Backoff) {
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.reconnect(g, attempt)
+		m.reconnect(g, bo)
 	}()
 }
 
 // reconnect replaces g, waiting a backoff delay before each attempt, until
 // it succeeds, the manager closes, or g leaves the garbage set (taken by
 // TakeGarbage). g stays claimed in m.recovering throughout, so Next does not
-// see an empty set between attempts. attempt is the backoff step to start
-// from (see firstAttempt).
-func (m *Manager) reconnect(g Garbage, attempt int) {
-	delay := func() time.Duration { return backoff(m.cfg.reconnectMin, m.cfg.reconnectMax, attempt) }
-	t := time.NewTimer(delay())
-	defer t.Stop()
+// see an empty set between attempts. The replacement carries bo on.
+func (m *Manager) reconnect(g Garbage, bo *backoff.Backoff) {
 	// try numbers the attempts of this outage for the log, from 1
 	// whatever backoff step it starts from.
 	for try := 1; ; try++ {
-		select {
-		case <-t.C:
-		case <-m.ctx.Done():
+		if m.test.sleep(m.ctx, bo.Next()) != nil {
 			return
 		}
-		err := m.recoverOne(m.ctx, m.cfg.dial, g, attempt, try)
+		err := m.recoverOne(m.ctx, m.cfg.dial, g, bo, try)
 		if err == nil || m.ctx.Err() != nil || !m.stillGarbage(g.Conn) {
 			return
 		}
-		attempt++
-		t.Reset(delay())
 	}
 }

@@ -1,6 +1,9 @@
 package pgnotify
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // A loan lends one read of a member's connection to the consumer while it
 // waits in Next, so that a burst is decoded on the goroutine (and so the
@@ -85,4 +88,26 @@ func (s testSignal) signal(v int) {
 // testSignals are the Manager's test seams.
 type testSignals struct {
 	loaned testSignal // a loan was decoded: how many notifications it published
+
+	// clock and wait put the reconnect backoff on a test's simulated
+	// time: clock is the backoff's clock (how long a connection lived),
+	// and wait replaces the timer between attempts.
+	clock func() time.Time
+	wait  func(ctx context.Context, d time.Duration) error
+}
+
+// sleep waits d before a reconnect attempt, or until ctx ends (it returns
+// ctx's error); a test's wait replaces it.
+func (s *testSignals) sleep(ctx context.Context, d time.Duration) error {
+	if s.wait != nil {
+		return s.wait(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

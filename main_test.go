@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/internal/pgtmp"
 )
 
@@ -23,5 +24,5 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(m.Run())
 	}
-	os.Exit(pgtmp.Main(m, "pgnotify examples", func(url string) { exampleURL = url }, nil))
+	os.Exit(pgtmp.Main(m, "pgnotify examples", func(url string) { exampleURL = url; pgnotify.SetTestServer(url) }, nil))
 }

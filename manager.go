@@ -548,7 +548,12 @@ func (m *Manager) buryLocked(mb *member) Event {
 		// Recovery starts only now, so its Recovered event cannot overtake
 		// the Dead one.
 		m.ms.claim(g.Conn)
-		m.goReconnect(g, m.cfg.firstAttempt(mb))
+		bo := mb.bo
+		if bo == nil {
+			bo = m.newBackoff()
+		}
+		bo.Down() // the waiter did at its death; a second Down is a no-op
+		m.goReconnect(g, bo)
 	}
 	return Event{Kind: Dead, Conn: mb.conn, Err: cause}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 // This file holds a member's state machine: its states, the fields each
@@ -94,10 +96,12 @@ type member struct {
 	stats   *counters // the Manager's
 	conn    *pgx.Conn // the waiter's, or a Do function's while lent
 	netConn net.Conn  // conn's socket: others touch only its deadline (and Close its Close)
-	adopted time.Time // when Recover added it (zero for Add)
-	attempt int       // reconnect attempt that produced it, for backoff
-	exited  chan struct{}
-	wake    chan struct{} // cap 1: a parked waiter has room again, or a request
+	// bo is the reconnect backoff of the outage that produced this
+	// member (nil for Add and Recover): its death continues that outage
+	// or starts a new one (see internal/backoff's reset rule).
+	bo     *backoff.Backoff
+	exited chan struct{}
+	wake   chan struct{} // cap 1: a parked waiter has room again, or a request
 
 	// Guarded by Manager.mu.
 	seq uint64 // order of Add, for Conns
@@ -261,6 +265,9 @@ func (mb *member) exit(cause error, last []*Notification) {
 	mb.appendLocked(ns, sizeOf(ns))
 	reqErr := mb.stopErr
 	if cause != nil {
+		if mb.bo != nil {
+			mb.bo.Down() // now, not when Next yields the death
+		}
 		mb.state, mb.cause = stateDead, cause
 		reqErr = &deadError{cause: cause}
 	} else {

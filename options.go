@@ -3,6 +3,8 @@ package pgnotify
 import (
 	"log/slog"
 	"time"
+
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 // Defaults for the options. They are documented on each option.
@@ -73,22 +75,21 @@ func WithTimeout(d time.Duration) Option {
 // [Manager.Recover] does, from the moment their Dead event is yielded:
 // each is redialled after a delay drawn at random between min and an
 // exponentially growing ceiling capped at max, until it succeeds or the
-// manager is closed. The backoff starts again from min only once a
-// recovered connection has stayed up for max (at least 10s), so a server
-// that accepts and then drops connections is not stormed. A connection
+// manager is closed. An outage ends, and the next one starts again from
+// min, only once a replacement has stayed healthy at least as long as the
+// wait before it: a connection killed every half second is replaced after
+// min each time, while a server that refuses connections, or accepts and
+// then drops them, gets at most one attempt per wait, the wait growing to
+// max (with the defaults, about 17 attempts in 30s). A connection
 // being recovered counts as a member, so Next does not return io.EOF.
 // Failed attempts are logged (see [WithLogger]) and counted in
-// [Manager.Stats]. A nil dial turns automatic recovery off, the default;
-// min <= 0 means 100ms, and max < min means min.
+// [Manager.Stats]. A nil dial turns automatic recovery off, the default.
+// min <= 0 means 100ms and max <= 0 means 5s (the Bus's and durable's
+// defaults too); a max below min means min.
 func WithReconnect(dial DialFunc, min, max time.Duration) Option {
 	return func(c *config) {
-		if min <= 0 {
-			min = 100 * time.Millisecond
-		}
-		if max < min {
-			max = min
-		}
-		c.dial, c.reconnectMin, c.reconnectMax = dial, min, max
+		c.dial = dial
+		c.reconnectMin, c.reconnectMax = backoff.Bounds(min, max)
 	}
 }
 

@@ -17,5 +17,7 @@ func TestOptionsDefaultsAndZeroValues(t *testing.T) {
 	assert.Equal(t, defaultMaxPending, c.maxPending)
 	assert.Equal(t, time.Duration(0), c.healthEvery, "every <= 0 turns health checks off")
 	assert.Equal(t, defaultHealthTimeout, c.healthTimeout)
+	assert.Equal(t, 100*time.Millisecond, c.reconnectMin, "min <= 0 means 100ms")
+	assert.Equal(t, 5*time.Second, c.reconnectMax, "max <= 0 means 5s")
 	assert.Equal(t, roundTripTimeout, (&config{}).roundTripTimeout())
 }

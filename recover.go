@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 // A DialFunc opens a connection to replace dead, a connection in the
@@ -77,7 +79,7 @@ func (m *Manager) Recover(ctx context.Context, dial DialFunc) error {
 	defer cancel()
 	defer context.AfterFunc(m.ctx, cancel)()
 	return fanOut(len(gs), func(i int) error {
-		err := m.recoverOne(ctx, dial, gs[i], 0, 0)
+		err := m.recoverOne(ctx, dial, gs[i], nil, 0)
 		if err != nil {
 			m.mu.Lock()
 			m.ms.release(gs[i].Conn)
@@ -112,10 +114,11 @@ func (m *Manager) claimGarbage() ([]Garbage, error) {
 
 // recoverOne replaces one dead connection, claimed in m.recovering by the
 // caller, or says why not; the caller releases the claim on failure.
-// attempt is the backoff step the new member inherits; try counts the
+// bo is the backoff of the outage, which the new member carries on (nil
+// for Recover, which waits no backoff); try counts the
 // automatic reconnect's attempts in this outage from 1, and is 0 for
 // Recover.
-func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, attempt, try int) error {
+func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, bo *backoff.Backoff, try int) error {
 	m.stats.attempts.Add(1)
 	conn, err := m.dialReserved(ctx, dial, g)
 	var pending []*Notification
@@ -131,7 +134,7 @@ func (m *Manager) recoverOne(ctx context.Context, dial DialFunc, g Garbage, atte
 		// outside the manager's lock: a log reader never sees the event
 		// first. If adopt still refuses it, the failure is logged too.
 		m.logRecovery(g, conn, try, nil)
-		err = m.adopt(conn, g, attempt, pending)
+		err = m.adopt(conn, g, bo, pending)
 	}
 	if err != nil {
 		m.stats.failures.Add(1)
@@ -317,8 +320,8 @@ func hearsItself(ctx context.Context, conn *pgx.Conn) ([]*Notification, error) {
 // adopt adds conn, reserved by the caller, in place of the dead g: the
 // Recovered event is queued before anything the new member receives,
 // pending (what it received while being prepared) first. conn is closed
-// and unreserved if it is refused.
-func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notification) error {
+// and unreserved if it is refused. The new member carries bo, up from now.
+func (m *Manager) adopt(conn *pgx.Conn, g Garbage, bo *backoff.Backoff, pending []*Notification) error {
 	m.mu.Lock()
 	var refused error
 	switch {
@@ -334,7 +337,10 @@ func (m *Manager) adopt(conn *pgx.Conn, g Garbage, attempt int, pending []*Notif
 		return refused
 	}
 	mb := newMember(m, conn, g.Channels, popBuffered(conn, pending))
-	mb.adopted, mb.attempt = time.Now(), attempt
+	if bo != nil {
+		bo.Up()
+		mb.bo = bo
+	}
 	m.ready.push(entry{ev: &Event{Kind: Recovered, Conn: conn, Replaced: g.Conn}})
 	m.admitLocked(mb)
 	m.mu.Unlock()

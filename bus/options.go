@@ -60,8 +60,8 @@ func (c *config) roundTrip() time.Duration { return c.healthTimeout }
 // return. An outage ends, and the next one starts again from min, once a
 // connection has stayed up at least as long as the wait before it: a Bus
 // whose backend is killed every half second is deaf about min each time.
-// min <= 0 keeps 100ms, and max < min means min. Reconnection cannot be
-// turned off: a Bus always replaces its connection.
+// min <= 0 keeps 100ms, max <= 0 keeps 5s, and max < min means min.
+// Reconnection cannot be turned off: a Bus always replaces its connection.
 func WithReconnect(min, max time.Duration) Option {
 	return func(c *config) {
 		c.reconnectMin, c.reconnectMax = backoff.Bounds(min, max)

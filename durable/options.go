@@ -3,6 +3,8 @@ package durable
 import (
 	"log/slog"
 	"time"
+
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 // Option configures [Open].
@@ -24,8 +26,8 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		statusInterval:  10 * time.Second,
-		backoffMin:      100 * time.Millisecond,
-		backoffMax:      10 * time.Second,
+		backoffMin:      backoff.DefaultMin,
+		backoffMax:      backoff.DefaultMax,
 		maxPendingItems: 4096,
 		maxPendingBytes: 16 << 20,
 	}
@@ -47,21 +49,18 @@ func WithStatusInterval(d time.Duration) Option {
 }
 
 // WithReconnect sets the backoff between reconnection attempts after the
-// stream's connection is lost: the first wait is about lo, each failure
-// doubles it up to hi, each wait is jittered (between half and all of it),
-// and it starts again from lo once a connection has stayed up for hi. The
-// default is 100 ms to 10 s. Values <= 0 keep the defaults; hi is raised to lo if
-// lower. The stream always reconnects; it ends only on Close or on a
-// permanent error (see [Open]).
+// stream's connection is lost, pgnotify's one backoff (the Manager's and
+// the Bus's): each wait is drawn at random between lo and a ceiling that
+// doubles per failed attempt up to hi. An outage ends, and the next one
+// starts again from lo, once a connection has stayed up at least as long
+// as the wait before it: a walsender killed every half second costs about
+// lo each time, while a server that refuses connections gets at most one
+// attempt per wait. The default is 100 ms to 5 s. lo <= 0 keeps 100 ms,
+// hi <= 0 keeps 5 s, and hi is raised to lo if lower. The stream always
+// reconnects; it ends only on Close or on a permanent error (see [Open]).
 func WithReconnect(lo, hi time.Duration) Option {
 	return func(c *config) {
-		if lo > 0 {
-			c.backoffMin = lo
-		}
-		if hi > 0 {
-			c.backoffMax = hi
-		}
-		c.backoffMax = max(c.backoffMax, c.backoffMin)
+		c.backoffMin, c.backoffMax = backoff.Bounds(lo, hi)
 	}
 }
 

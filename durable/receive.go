@@ -3,7 +3,6 @@ package durable
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 	"unsafe"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 const (
@@ -40,8 +40,8 @@ type receiver struct {
 	seen      pglogrepl.LSN // end of the last transaction queued: a copy of it or of any before is a duplicate
 	txn       *txn          // the transaction being read; nil between transactions
 
-	failures    int       // reconnection attempts since the connection last stayed up
-	connectedAt time.Time // when the current connection started replication
+	bo       *backoff.Backoff // the reconnect backoff: Up when replication runs, Down when lost
+	failures int              // attempts in the current reconnect, for the log
 }
 
 // txn collects one transaction's messages on the stream's channels.
@@ -91,7 +91,8 @@ const (
 )
 
 func newReceiver(ctx context.Context, s *Stream, st serverState) *receiver {
-	r := &receiver{s: s, ctx: ctx, received: st.confirmed, sentFlush: st.confirmed}
+	r := &receiver{s: s, ctx: ctx, received: st.confirmed, sentFlush: st.confirmed,
+		bo: backoff.New(s.cfg.backoffMin, s.cfg.backoffMax)}
 	r.setTimers(st)
 	return r
 }
@@ -114,7 +115,7 @@ func (r *receiver) setTimers(st serverState) {
 func (r *receiver) run(conn *pgconn.PgConn) {
 	defer close(r.s.done)
 	defer r.s.stop()
-	r.connectedAt = time.Now()
+	r.bo.Up()
 	for {
 		err := r.stream(conn)
 		if r.ctx.Err() != nil {
@@ -125,9 +126,7 @@ func (r *receiver) run(conn *pgconn.PgConn) {
 		r.log("durable: connection lost; reconnecting", "err", err)
 		r.s.push(item{ev: pgnotify.Event{Kind: pgnotify.Dead, Err: err}})
 		r.txn = nil
-		if time.Since(r.connectedAt) >= r.s.cfg.backoffMax {
-			r.failures = 0
-		}
+		r.bo.Down()
 		conn, err = r.reconnect()
 		if err != nil {
 			if r.ctx.Err() != nil {
@@ -138,7 +137,7 @@ func (r *receiver) run(conn *pgconn.PgConn) {
 			}
 			return
 		}
-		r.connectedAt = time.Now()
+		r.bo.Up()
 		r.s.push(item{ev: pgnotify.Event{Kind: pgnotify.Recovered}})
 	}
 }
@@ -520,14 +519,11 @@ func (r *receiver) closeLost(conn *pgconn.PgConn) {
 	<-conn.CleanupDone()
 }
 
-// reconnect dials until replication runs again, waiting a jittered,
-// growing delay before each attempt. It gives up on a permanent error and
-// on Close.
+// reconnect dials until replication runs again, waiting the backoff's
+// delay before each attempt. It gives up on a permanent error and on Close.
 func (r *receiver) reconnect() (*pgconn.PgConn, error) {
-	for {
-		d := r.backoff()
-		r.failures++
-		t := time.NewTimer(d)
+	for r.failures = 1; ; r.failures++ {
+		t := time.NewTimer(r.bo.Next())
 		select {
 		case <-t.C:
 		case <-r.ctx.Done():
@@ -551,16 +547,6 @@ func (r *receiver) reconnect() (*pgconn.PgConn, error) {
 		}
 		r.log("durable: reconnect failed", "attempt", r.failures, "err", err)
 	}
-}
-
-// backoff returns the wait before the next attempt: min doubled per
-// failure, capped at max, jittered down to half.
-func (r *receiver) backoff() time.Duration {
-	d := r.s.cfg.backoffMax
-	if r.failures < 20 { // no overflow: min << 20 stays far below 2^63 ns for any sane min
-		d = min(r.s.cfg.backoffMin<<r.failures, r.s.cfg.backoffMax)
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 func (r *receiver) log(msg string, args ...any) {

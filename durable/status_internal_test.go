@@ -1,6 +1,7 @@
 package durable
 
 import (
+	"context"
 	"encoding/binary"
 	"testing"
 	"time"
@@ -27,23 +28,25 @@ func TestEncodeStatus(t *testing.T) {
 	}
 }
 
-// TestBackoff: waits double from min to max and are jittered down to half.
+// TestBackoff: the receiver's waits are pgnotify's one backoff, between
+// the option's bounds, the ceiling doubling per failed attempt; the
+// defaults are the Manager's and the Bus's.
 func TestBackoff(t *testing.T) {
 	s := &Stream{cfg: defaultConfig()}
-	WithReconnect(100*time.Millisecond, time.Second)(&s.cfg)
-	r := &receiver{s: s}
-	for _, want := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		want *= time.Millisecond
-		for range 20 {
-			if d := r.backoff(); d < want/2 || d > want {
-				t.Fatalf("failure %d: wait %v, want within [%v, %v]", r.failures, d, want/2, want)
-			}
-		}
-		r.failures++
+	if s.cfg.backoffMin != 100*time.Millisecond || s.cfg.backoffMax != 5*time.Second {
+		t.Fatalf("defaults %v to %v, want 100ms to 5s", s.cfg.backoffMin, s.cfg.backoffMax)
 	}
-	r.failures = 1 << 20
-	if d := r.backoff(); d < 500*time.Millisecond || d > time.Second {
-		t.Fatalf("after many failures: %v", d)
+	WithReconnect(100*time.Millisecond, time.Second)(&s.cfg)
+	r := newReceiver(context.Background(), s, serverState{})
+	for n, ceil := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
+		ceil *= time.Millisecond
+		if d := r.bo.Next(); d < 100*time.Millisecond || d > ceil {
+			t.Fatalf("attempt %d: wait %v, want within [100ms, %v]", n, d, ceil)
+		}
+	}
+	WithReconnect(0, 0)(&s.cfg)
+	if s.cfg.backoffMin != 100*time.Millisecond || s.cfg.backoffMax != 5*time.Second {
+		t.Fatalf("WithReconnect(0, 0): %v to %v, want the defaults", s.cfg.backoffMin, s.cfg.backoffMax)
 	}
 }
 

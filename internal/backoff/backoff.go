@@ -26,8 +26,8 @@ const (
 )
 
 // Delay returns the wait before attempt n (from 0) of an outage: drawn with
-// full jitter between min and min·2ⁿ, capped at max. min <= 0 means
-// DefaultMin, and max < min means min.
+// full jitter between min and min·2ⁿ, capped at max. Zero and negative
+// bounds mean what they mean to [Bounds].
 func Delay(min, max time.Duration, n int) time.Duration {
 	min, max = Bounds(min, max)
 	ceil := max
@@ -37,11 +37,15 @@ func Delay(min, max time.Duration, n int) time.Duration {
 	return min + rand.N(ceil-min+1)
 }
 
-// Bounds applies the defaults: min <= 0 means DefaultMin, and max < min
-// means min.
+// Bounds applies the defaults, the same for every reconnect option:
+// min <= 0 means DefaultMin, max <= 0 means DefaultMax, and a max below
+// min means min (a constant wait).
 func Bounds(min, max time.Duration) (time.Duration, time.Duration) {
 	if min <= 0 {
 		min = DefaultMin
+	}
+	if max <= 0 {
+		max = DefaultMax
 	}
 	if max < min {
 		max = min
@@ -63,12 +67,16 @@ type Backoff struct {
 	upAt    time.Time     // when the live connection was made; zero while down
 }
 
-// New returns a Backoff between min and max (see [Delay] for zero and
+// New returns a Backoff between min and max (see [Bounds] for zero and
 // negative values).
 func New(min, max time.Duration) *Backoff {
 	min, max = Bounds(min, max)
 	return &Backoff{min: min, max: max, now: time.Now}
 }
+
+// SetClock makes b read its time from now instead of time.Now: a test's
+// simulated time. Call it before b is used.
+func (b *Backoff) SetClock(now func() time.Time) { b.now = now }
 
 // Next draws the wait before the next attempt and moves one step on.
 func (b *Backoff) Next() time.Duration {

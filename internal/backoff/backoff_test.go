@@ -32,6 +32,22 @@ func TestDelayStaysWithinItsStep(t *testing.T) {
 	}
 }
 
+func TestBoundsDefaults(t *testing.T) {
+	for _, tc := range []struct{ min, max, wantMin, wantMax time.Duration }{
+		{0, 0, DefaultMin, DefaultMax},
+		{-1, -1, DefaultMin, DefaultMax},
+		{time.Second, 0, time.Second, DefaultMax},
+		{0, time.Second, DefaultMin, time.Second},
+		{time.Second, time.Millisecond, time.Second, time.Second},
+		{time.Minute, 0, time.Minute, time.Minute},
+	} {
+		lo, hi := Bounds(tc.min, tc.max)
+		if lo != tc.wantMin || hi != tc.wantMax {
+			t.Errorf("Bounds(%v, %v) = %v, %v; want %v, %v", tc.min, tc.max, lo, hi, tc.wantMin, tc.wantMax)
+		}
+	}
+}
+
 // clock is a test's time: the Backoff reads it, the simulation moves it.
 type clock struct{ now time.Time }
 

@@ -242,7 +242,7 @@ func (b *bridgeRun) durable(ctx context.Context, o *bridgeOptions, natsLabel str
 func (b *bridgeRun) openSlot(ctx context.Context, o *bridgeOptions) (*durable.Stream, error) {
 	said := false
 	for {
-		s, err := durable.Open(ctx, b.db.url, o.slot, o.channels)
+		s, err := durable.Open(ctx, b.db.url, o.slot, o.channels, durable.WithManualAck())
 		switch {
 		case err == nil:
 			return s, nil

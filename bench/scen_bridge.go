@@ -269,7 +269,7 @@ func jetStreamFor(ctx context.Context, nc *nats.Conn, name, prefix string, opts 
 // into js until the returned stop is called, which also closes the stream
 // and drops the slot.
 func runDurableBridge(ctx context.Context, url, name, prefix string, js jetstream.JetStream) (stop func() error, err error) {
-	s, done, err := durOpen(ctx, url, name, name)
+	s, done, err := durOpen(ctx, url, name, name, durable.WithManualAck())
 	if err != nil {
 		return nil, err
 	}

@@ -216,12 +216,12 @@ func durSlot(ctx context.Context, url, name string) (drop func() error, err erro
 
 // durOpen creates a slot and opens a stream on it for channel; done closes
 // the stream and drops the slot.
-func durOpen(ctx context.Context, url, name, channel string) (st *durable.Stream, done func() error, err error) {
+func durOpen(ctx context.Context, url, name, channel string, opts ...durable.Option) (st *durable.Stream, done func() error, err error) {
 	drop, err := durSlot(ctx, url, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	st, err = durable.Open(ctx, url, "bench_"+name, []string{channel})
+	st, err = durable.Open(ctx, url, "bench_"+name, []string{channel}, opts...)
 	if err != nil {
 		return nil, nil, errors.Join(err, drop())
 	}

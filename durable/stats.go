@@ -35,3 +35,12 @@ func (s *Stream) Stats() Stats {
 	}
 	return st
 }
+
+// Slot returns the name of the replication slot the stream reads: with a
+// batch's LSN it identifies the batch across restarts (for message IDs that
+// let a downstream system drop what comes again).
+func (s *Stream) Slot() string { return s.slot }
+
+// ManualAck reports whether the stream was opened [WithManualAck]: whether
+// its consumer must acknowledge each batch with [Stream.Ack].
+func (s *Stream) ManualAck() bool { return s.cfg.manualAck }

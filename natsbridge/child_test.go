@@ -47,7 +47,7 @@ func childMain() int {
 	var s *durable.Stream
 	for waiting := false; ; {
 		s, err = durable.Open(ctx, os.Getenv(childURL), os.Getenv(childSlot), []string{os.Getenv(childChannel)},
-			durable.WithReconnect(20*time.Millisecond, 200*time.Millisecond))
+			durable.WithReconnect(20*time.Millisecond, 200*time.Millisecond), durable.WithManualAck())
 		if !errors.Is(err, durable.ErrSlotInUse) {
 			break
 		}

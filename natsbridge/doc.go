@@ -29,7 +29,7 @@
 // JetStream's duplicate window uses to drop what a restarted bridge
 // publishes again.
 //
-//	s, err := durable.Open(ctx, url, "bridge", []string{"invoices"})
+//	s, err := durable.Open(ctx, url, "bridge", []string{"invoices"}, durable.WithManualAck())
 //	...
 //	defer s.Close(context.WithoutCancel(ctx))
 //	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))

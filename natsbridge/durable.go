@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"strconv"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/seed-c59d106d/pgnotify"
 	"github.com/seed-c59d106d/pgnotify/durable"
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 // ackGrace is how long a batch already sent may take to be acknowledged
@@ -35,9 +35,11 @@ const window = 1024
 // which a JetStream stream must capture, with header Nats-Msg-Id =
 // slot:commitLSN:index (the LSN as PostgreSQL writes it, the index of the
 // message in its transaction from 0) and the headers Pgnotify-Channel,
-// Pgnotify-Lsn and, with [WithDB], Pgnotify-Db. The messages of a batch are
-// published asynchronously and the batch is acknowledged on the slot (by
-// the next s.Next) only once JetStream has acknowledged every one of them;
+// Pgnotify-Lsn and, with [WithDB], Pgnotify-Db. s must be opened
+// [durable.WithManualAck] (otherwise Durable returns [ErrNeedsManualAck]).
+// The messages of a batch are published asynchronously and the batch is
+// acknowledged on the slot ([durable.Stream.Ack]) only once JetStream has
+// acknowledged every one of them;
 // until then the batch is published again, with backoff, whenever an
 // acknowledgement fails or does not come within [WithAckTimeout]. So a
 // bridge killed at any moment and restarted loses nothing, and JetStream's
@@ -51,9 +53,8 @@ const window = 1024
 // When ctx ends while a batch awaits JetStream's acknowledgements, Durable
 // waits for them a little longer (about a second). If they do not come, it
 // returns an error matching both [ErrUnpublished] and ctx's error: that
-// batch is held, and [durable.Stream.Close] would acknowledge it on the
-// slot. A process that ends then without closing the stream gets the batch
-// again from the slot on its next start. An error JetStream will not get
+// batch stays unacknowledged, so closing the stream and opening the slot
+// again yields it again. An error JetStream will not get
 // over (a message larger than its max_payload, nc closed) ends Durable the
 // same way.
 func Durable(ctx context.Context, s *durable.Stream, js jetstream.JetStream, opts ...Option) error {
@@ -79,6 +80,9 @@ func Durable(ctx context.Context, s *durable.Stream, js jetstream.JetStream, opt
 			if err := p.batch(ctx, ev); err != nil {
 				return err
 			}
+			if err := s.Ack(ev.LSN); err != nil {
+				return fmt.Errorf("natsbridge: %w", err)
+			}
 		case pgnotify.Dead, pgnotify.Recovered:
 			if cfg.onEvent != nil {
 				cfg.onEvent(ev)
@@ -87,18 +91,16 @@ func Durable(ctx context.Context, s *durable.Stream, js jetstream.JetStream, opt
 	}
 }
 
-// slotOf returns the name of the slot s reads. durable.Stream does not
-// export it (yet): it is read from the stream's field, and its absence is an
-// error that a test catches, never a wrong message ID.
+// slotOf returns the name of the slot s reads, and refuses a stream whose
+// batches Next would acknowledge before JetStream has.
 func slotOf(s *durable.Stream) (string, error) {
 	if s == nil {
 		return "", errors.New("natsbridge: Durable needs a stream")
 	}
-	f := reflect.ValueOf(s).Elem().FieldByName("slot")
-	if !f.IsValid() || f.Kind() != reflect.String || f.String() == "" {
-		return "", errors.New("natsbridge: internal error: cannot read the stream's slot name")
+	if !s.ManualAck() {
+		return "", ErrNeedsManualAck
 	}
-	return f.String(), nil
+	return s.Slot(), nil
 }
 
 // durablePublisher publishes one stream's batches. It is owned by the
@@ -114,8 +116,8 @@ type durablePublisher struct {
 // batch publishes ev until JetStream has acknowledged every message of it.
 func (p *durablePublisher) batch(ctx context.Context, ev pgnotify.Event) error {
 	lsn := fmt.Sprintf("%X/%X", ev.LSN>>32, uint32(ev.LSN))
-	var wait backoff
-	for attempt := 1; ; attempt++ {
+	attempt := 0
+	for {
 		err := p.try(ctx, ev, lsn)
 		if err == nil {
 			return nil
@@ -125,11 +127,12 @@ func (p *durablePublisher) batch(ctx context.Context, ev pgnotify.Event) error {
 		}
 		if p.cfg.logger != nil {
 			p.cfg.logger.Warn("natsbridge: JetStream did not acknowledge a batch; publishing it again",
-				slog.String("lsn", lsn), slog.Int("attempt", attempt), slog.Any("err", err))
+				slog.String("lsn", lsn), slog.Int("attempt", attempt+1), slog.Any("err", err))
 		}
-		if err := wait.sleep(ctx, p.cfg.retryMin, p.cfg.retryMax); err != nil {
+		if err := sleep(ctx, backoff.Delay(p.cfg.retryMin, p.cfg.retryMax, attempt)); err != nil {
 			return &unpublishedError{lsn: lsn, err: err}
 		}
+		attempt++
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +40,7 @@ func emitAll(t testing.TB, ctx context.Context, conn *pgx.Conn, channel string, 
 // openStream opens slot on channel; closed when t ends.
 func openStream(t testing.TB, ctx context.Context, slot, channel string) *durable.Stream {
 	t.Helper()
-	s, err := durable.Open(ctx, connString, slot, []string{channel}, durable.WithReconnect(20*time.Millisecond, 200*time.Millisecond))
+	s, err := durable.Open(ctx, connString, slot, []string{channel}, durable.WithReconnect(20*time.Millisecond, 200*time.Millisecond), durable.WithManualAck())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestDurableAcknowledgesOnlyWhatJetStreamHas(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "the batch in JetStream", func() bool { return streamMsgs(t, ctx, st) >= 3 })
-	// The bridge asks for the next batch only now, which acknowledges this one.
+	// The bridge acknowledges the batch only now.
 	waitFor(t, ctx, "the slot to move past the batch", func() bool { return confirmedLSN(t, ctx, producer, slot) >= lsn })
 	stop()
 	<-done
@@ -158,4 +159,69 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+func TestDurableCancelledWhileJetStreamUnreachableKeepsTheBatch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := startNATS(t)
+	nc := connectNATS(t, ns)
+	js, _ := newJetStream(t, ctx, nc, "OTHER", "other.>") // nothing captures pgnotify.>
+	slot := newSlot(t, ctx)
+	s := openStream(t, ctx, slot, "invoices")
+	producer := connect(t, ctx)
+	want := emitAll(t, ctx, producer, "invoices", 0, 1, 3)
+
+	var logs syncBuffer
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		done <- natsbridge.Durable(bctx, s, js, natsbridge.WithAckTimeout(200*time.Millisecond),
+			natsbridge.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	}()
+	waitFor(t, ctx, "a second attempt", func() bool { return strings.Contains(logs.String(), "attempt=2") })
+	stop()
+	if err := <-done; !errors.Is(err, natsbridge.ErrUnpublished) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Durable = %v, want ErrUnpublished and context.Canceled", err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	again := openStream(t, ctx, slot, "invoices")
+	for {
+		ev, err := again.Next(ctx)
+		if err != nil {
+			t.Fatalf("Next after reopening: %v (the batch JetStream never acknowledged was lost)", err)
+		}
+		if ev.Kind != pgnotify.Batch {
+			continue
+		}
+		var got []string
+		for _, n := range ev.Notifications {
+			got = append(got, n.Payload)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("first batch after reopening = %q, want %q", got, want)
+		}
+		return
+	}
+}
+
+func TestDurableNeedsManualAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := startNATS(t)
+	nc := connectNATS(t, ns)
+	js, _ := newJetStream(t, ctx, nc, "PGN", "pgnotify.>")
+	slot := newSlot(t, ctx)
+	s, err := durable.Open(ctx, connString, slot, []string{"invoices"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close(context.Background()) }()
+	if err := natsbridge.Durable(ctx, s, js); !errors.Is(err, natsbridge.ErrNeedsManualAck) {
+		t.Fatalf("Durable on a stream without WithManualAck = %v, want ErrNeedsManualAck", err)
+	}
 }

@@ -16,8 +16,13 @@ var (
 
 	// ErrUnpublished is returned by [Durable] when it stops while JetStream
 	// has not acknowledged every message of the batch it holds: closing the
-	// stream would acknowledge that batch on the slot. See [Durable].
+	// stream leaves that batch unacknowledged on the slot. See [Durable].
 	ErrUnpublished = errors.New("natsbridge: batch not acknowledged by JetStream")
+
+	// ErrNeedsManualAck is returned by [Durable] for a stream not opened
+	// [durable.WithManualAck]: its Next would acknowledge a batch on the
+	// slot before JetStream has, and a cancel could lose it.
+	ErrNeedsManualAck = errors.New("natsbridge: Durable needs a stream opened with durable.WithManualAck()")
 )
 
 // subjectError names the channel (or prefix) and says what is wrong with it.

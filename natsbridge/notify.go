@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/seed-c59d106d/pgnotify"
+	"github.com/seed-c59d106d/pgnotify/internal/backoff"
 )
 
 // Header names set on every message.
@@ -206,8 +207,7 @@ func (p *notifyPublisher) event(ctx context.Context, ev pgnotify.Event) error {
 // waits and tries again: holding the Manager back keeps the notifications in
 // the server's queue rather than dropping them here.
 func (p *notifyPublisher) publish(ctx context.Context, msg *nats.Msg) error {
-	var wait backoff
-	for {
+	for attempt := 0; ; attempt++ {
 		err := p.nc.PublishMsg(msg)
 		if err == nil {
 			return nil
@@ -215,7 +215,7 @@ func (p *notifyPublisher) publish(ctx context.Context, msg *nats.Msg) error {
 		if !errors.Is(err, nats.ErrReconnectBufExceeded) {
 			return fmt.Errorf("natsbridge: publish on %s: %w", msg.Subject, err)
 		}
-		if err := wait.sleep(ctx, p.cfg.retryMin, p.cfg.retryMax); err != nil {
+		if err := sleep(ctx, backoff.Delay(p.cfg.retryMin, p.cfg.retryMax, attempt)); err != nil {
 			return err
 		}
 	}

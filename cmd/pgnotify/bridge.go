@@ -225,10 +225,10 @@ func (b *bridgeRun) durable(ctx context.Context, o *bridgeOptions, natsLabel str
 		o.slot, strings.Join(o.channels, ", "), b.db.label, streamName, natsLabel)
 	err = natsbridge.Durable(ctx, s, js, opts...)
 	if errors.Is(err, natsbridge.ErrUnpublished) {
-		// Closing would acknowledge the batch JetStream does not have: end
-		// without it, and the server gives the batch to the next bridge.
+		// The stream is manual-ack: closing it leaves the batch JetStream
+		// does not have unacknowledged, for the next bridge.
 		fmt.Fprintf(b.e.stderr, "pgnotify bridge: %s\n", oneLine(err))
-		return nil
+		err = nil
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
@@ -242,7 +242,7 @@ func (b *bridgeRun) durable(ctx context.Context, o *bridgeOptions, natsLabel str
 func (b *bridgeRun) openSlot(ctx context.Context, o *bridgeOptions) (*durable.Stream, error) {
 	said := false
 	for {
-		s, err := durable.Open(ctx, b.db.url, o.slot, o.channels)
+		s, err := durable.Open(ctx, b.db.url, o.slot, o.channels, durable.WithManualAck())
 		switch {
 		case err == nil:
 			return s, nil

@@ -22,6 +22,7 @@ import (
 //	pgnotify.bus.connected              gauge    1 while the connection is live and listening, else 0
 //	pgnotify.bus.subscriptions          gauge    live subscriptions
 //	pgnotify.bus.channels               gauge    channels LISTENed now
+//	pgnotify.queue.usage                gauge    the server's notification queue, a fraction
 func RegisterBus(b *bus.Bus, opts ...Option) (metric.Registration, error) {
 	if b == nil {
 		return nil, errNil
@@ -39,6 +40,7 @@ func RegisterBus(b *bus.Bus, opts ...Option) (metric.Registration, error) {
 		connected  = in.gauge("pgnotify.bus.connected", "1", "1 while the Bus's connection is live and listens on the channels wanted, else 0.")
 		subs       = in.gauge("pgnotify.bus.subscriptions", "{subscription}", "Live subscriptions.")
 		chans      = in.gauge("pgnotify.bus.channels", "{channel}", "Channels the connection LISTENs on now.")
+		queue      = in.ratio("pgnotify.queue.usage", "The server's notification queue usage, as last sampled by a health check.")
 	)
 	all := metric.WithAttributes(base...)
 	return in.register(func(_ context.Context, o metric.Observer) error {
@@ -55,6 +57,7 @@ func RegisterBus(b *bus.Bus, opts ...Option) (metric.Registration, error) {
 		o.ObserveInt64(connected, up, all)
 		o.ObserveInt64(subs, int64(s.Subscriptions), all)
 		o.ObserveInt64(chans, int64(s.Channels), all)
+		o.ObserveFloat64(queue, s.QueueUsage, all)
 		return nil
 	})
 }

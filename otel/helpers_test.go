@@ -8,20 +8,13 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/seed-c59d106d/pgnotify/internal/testkit"
 )
 
-func requireServer(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("needs a PostgreSQL server; run without -short")
-	}
-}
+func requireServer(t *testing.T) { testkit.RequireServer(t) }
 
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func testContext(t *testing.T) context.Context { return testkit.Context(t, 60*time.Second) }
 
 // collected is one collection, by instrument name.
 type collected map[string]metricdata.Aggregation
@@ -75,14 +68,8 @@ next:
 	return 0, false
 }
 
-// eventually polls cond until it holds or 10 s pass.
+// eventually waits for cond, failing t after 10 s.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitUntil(t, 10*time.Second, what, cond)
 }

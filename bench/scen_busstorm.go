@@ -159,7 +159,10 @@ func busStorm(ctx context.Context, url string, notifier *pgx.Conn, d time.Durati
 		return r, killErr
 	}
 	// The end marker, once the Bus is back.
-	for !b.Stats().Connected {
+	for back := time.Now().Add(time.Minute); !b.Stats().Connected; {
+		if time.Now().After(back) {
+			return r, errors.New("busstorm: the Bus did not reconnect within a minute of the storm")
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := pgnotify.Notify(ctx, notifier, pgnotify.Message{Channel: "storm", Payload: "end"}); err != nil {
